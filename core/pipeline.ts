@@ -1,0 +1,676 @@
+/**
+ * The pipeline: source objects → decode → normalize → dedupe → detectors → outbox, with each
+ * chunk of records committed atomically together with its alerts, detector state, dedupe ids and
+ * progress, and the object's checkpoint committed with its last chunk. A crash therefore never
+ * skips an object (its checkpoint was not written) and never delivers an alert twice (alerts and
+ * the progress that produced them are one commit; restarted work resumes after the progress).
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+import type { Detector, DetectorContext } from "../detectors/mod.ts";
+import { detectors as detectorRegistry } from "../detectors/mod.ts";
+import { GeoCache, geoipLiteProvider, type GeoProvider, noGeoProvider } from "../mapping/geo.ts";
+import { normalize } from "../mapping/normalize.ts";
+import { sinks as sinkRegistry } from "../sinks/mod.ts";
+import { type DeliveryReport, Outbox, type Route } from "../sinks/outbox.ts";
+import type { Source, SourceObject, SourceRun } from "../sources/mod.ts";
+import { sources as sourceRegistry } from "../sources/mod.ts";
+import type { Config, SourceConfig } from "./config.ts";
+import { decodeRecords } from "./decode.ts";
+import { Dedupe } from "./dedupe.ts";
+import { errorMessage, ObjectDecodeError } from "./errors.ts";
+import { log, redact } from "./log.ts";
+import { Commit, KV_LIMITS, Lease, StateCache, StateStore } from "./state.ts";
+import type { Alert, AlertDraft, NormalizedEvent } from "./types.ts";
+
+/** What one pass did; also the `--summary` JSON. */
+export interface Summary {
+  /** Objects processed to the end (record failures included). */
+  objects_read: number;
+  /** Objects that failed as a whole (unreadable, corrupt, over a cap). */
+  objects_failed: number;
+  /** Events processed (new, not duplicates). */
+  events: number;
+  /** Records that could not be processed. */
+  events_failed: number;
+  /** Events skipped because their eventID was processed before. */
+  duplicates_skipped: number;
+  /** Alerts put in the outbox. */
+  alerts: number;
+  /** Alerts stopped by a filter (kept in state, not delivered). */
+  alerts_suppressed: number;
+  /** Wall time in seconds. */
+  duration_s: number;
+  /** Every failure, with the object and the reason. */
+  failures: { object: string; reason: string }[];
+}
+
+/** A zeroed summary. */
+export function emptySummary(): Summary {
+  return {
+    objects_read: 0,
+    objects_failed: 0,
+    events: 0,
+    events_failed: 0,
+    duplicates_skipped: 0,
+    alerts: 0,
+    alerts_suppressed: 0,
+    duration_s: 0,
+    failures: [],
+  };
+}
+
+/** Adds `b` into `a`. */
+export function mergeSummary(a: Summary, b: Summary): Summary {
+  a.objects_read += b.objects_read;
+  a.objects_failed += b.objects_failed;
+  a.events += b.events;
+  a.events_failed += b.events_failed;
+  a.duplicates_skipped += b.duplicates_skipped;
+  a.alerts += b.alerts;
+  a.alerts_suppressed += b.alerts_suppressed;
+  a.duration_s += b.duration_s;
+  a.failures.push(...b.failures);
+  return a;
+}
+
+/** The human summary line printed at the end of every pass. */
+export function formatSummary(label: string, s: Summary): string {
+  const rate = s.duration_s > 0 ? Math.round(s.events / s.duration_s) : 0;
+  return `${label}: ${s.objects_read} objects read, ${s.objects_failed} failed; ` +
+    `${s.events} events (${s.events_failed} failed, ${s.duplicates_skipped} duplicates skipped); ` +
+    `${s.alerts} alerts (${s.alerts_suppressed} suppressed); ${s.duration_s.toFixed(2)} s` +
+    (rate ? ` (${rate} events/s)` : "");
+}
+
+/** Record failures listed per object before they are only counted. */
+const MAX_RECORD_FAILURES_LISTED = 20;
+/** Records per chunk before a commit, to bound the work redone after a crash. */
+const CHUNK_RECORDS = 20_000;
+/** Largest alert JSON kept whole (KV values are limited to 64 KiB). */
+const MAX_ALERT_BYTES = 60_000;
+
+/** The deterministic id of an alert: same detector + events (+ key) ⇒ same id. */
+export function alertId(detector: string, eventIds: readonly string[], key = ""): string {
+  return createHash("sha256").update(
+    `${detector}\u0000${[...eventIds].sort().join("\u0001")}\u0000${key}`,
+  )
+    .digest("hex").slice(0, 32);
+}
+
+/** Shrinks an alert's details until its JSON fits a KV value. */
+export function fitAlert(alert: Alert): Alert {
+  let size = JSON.stringify(alert).length;
+  if (size <= MAX_ALERT_BYTES) return alert;
+  const details: Record<string, unknown> = { ...alert.details };
+  const fields = Object.keys(details).map((k) =>
+    [k, JSON.stringify(details[k] ?? null).length] as const
+  )
+    .sort((a, b) => b[1] - a[1]);
+  const dropped: string[] = [];
+  for (const [key, length] of fields) {
+    if (size <= MAX_ALERT_BYTES) break;
+    delete details[key];
+    dropped.push(key);
+    size -= length;
+  }
+  details.truncated = `removed to fit the 60 KB alert limit: ${dropped.join(", ")}`;
+  return { ...alert, details };
+}
+
+/** A record failure or a prepared event: decoded, normalized and matched by stateless checks. */
+type Prepared =
+  | { index: number; error: string; offset: number; event?: undefined }
+  | {
+    index: number;
+    event: NormalizedEvent;
+    drafts: [number, AlertDraft][] | undefined;
+    /** A stateless check that threw on this event (the event is still processed). */
+    failure?: string;
+    error?: undefined;
+  };
+
+/** Options of {@link Runtime.create}. */
+export interface RuntimeOptions {
+  /** Overrides `state.path` (the `--state` flag). */
+  statePath?: string;
+  /** Drops every write (the `--dry-run` flag). */
+  dryRun?: boolean;
+  /** An already open store (tests). */
+  store?: StateStore;
+  /** A GeoIP provider instead of the configured one (tests). */
+  geo?: GeoProvider;
+  /** Overrides `state.leaseWait` (ms). */
+  leaseWaitMs?: number;
+  /** Called for every alert as it is put in the outbox (in dry-run mode: instead of it). */
+  onAlert?: (alert: Alert) => void;
+}
+
+interface PassState {
+  source: Source;
+  config: SourceConfig;
+  summary: Summary;
+  cache: StateCache;
+  dedupe: Dedupe;
+  contexts: DetectorContext[];
+  /** Alerts raised since the last commit, by id. */
+  alerts: Map<string, Alert>;
+  suppressed: Map<string, { alert: Alert; filter: string }>;
+  /** Alerts waiting for the detectors' onAlert hooks. */
+  queue: { alert: Alert; from: number }[];
+  /** Approximate KV bytes and mutations of the alerts raised since the last commit. */
+  chunkBytes: number;
+  chunkMutations: number;
+  chunkRecords: number;
+}
+
+/** Thrown when another process holds the state lease. */
+export class LeaseBusyError extends Error {
+  /** Creates the error from the holder's description. */
+  constructor(message: string) {
+    super(message);
+    this.name = "LeaseBusyError";
+  }
+}
+
+/**
+ * A configured trailwatch: sources, detectors, sinks, state and outbox. Passes of one runtime run
+ * one at a time; the lease keeps other processes off the same state.
+ *
+ * @example One pass over every source
+ * ```ts
+ * import { resolveConfig } from "./config.ts";
+ * import { Runtime } from "./pipeline.ts";
+ * const config = resolveConfig({ sources: { demo: { type: "local", path: "examples/logs" } } }, ".");
+ * const runtime = await Runtime.create(config, { statePath: ":memory:" });
+ * const summary = await runtime.runOnce();
+ * await runtime.close();
+ * ```
+ */
+export class Runtime {
+  /** The configuration. */
+  readonly config: Config;
+  /** The state store. */
+  readonly store: StateStore;
+  /** Enabled sources by name. */
+  readonly sources: Map<string, { source: Source; config: SourceConfig }>;
+  /** Enabled detectors. */
+  readonly detectors: Detector[];
+  /** The outbox and its routes. */
+  readonly outbox: Outbox;
+  /** GeoIP, cached per IP. */
+  readonly geo: GeoCache;
+  readonly #ownsStore: boolean;
+  readonly #leaseWaitMs: number;
+  readonly #onAlert: ((alert: Alert) => void) | undefined;
+  #lease: Lease | undefined;
+  #leaseUsers = 0;
+  #tail: Promise<unknown> = Promise.resolve();
+
+  private constructor(
+    config: Config,
+    store: StateStore,
+    ownsStore: boolean,
+    sources: Map<string, { source: Source; config: SourceConfig }>,
+    detectors: Detector[],
+    outbox: Outbox,
+    geo: GeoCache,
+    leaseWaitMs: number,
+    onAlert: ((alert: Alert) => void) | undefined,
+  ) {
+    this.config = config;
+    this.store = store;
+    this.#ownsStore = ownsStore;
+    this.sources = sources;
+    this.detectors = detectors;
+    this.outbox = outbox;
+    this.geo = geo;
+    this.#leaseWaitMs = leaseWaitMs;
+    this.#onAlert = onAlert;
+  }
+
+  /** Builds every plugin of `config` and opens the state. */
+  static async create(config: Config, options: RuntimeOptions = {}): Promise<Runtime> {
+    const store = options.store ??
+      await StateStore.open(options.statePath ?? config.state.path, { dryRun: options.dryRun });
+    const sources = new Map<string, { source: Source; config: SourceConfig }>();
+    for (const sc of config.sources) {
+      const source = sourceRegistry[sc.type].create(sc.options, {
+        name: sc.name,
+        baseDir: config.baseDir,
+      });
+      sources.set(sc.name, { source, config: sc });
+    }
+    const detectors: Detector[] = [];
+    for (const dc of config.detectors) {
+      detectors.push(
+        await detectorRegistry[dc.type].create(dc.options, {
+          name: dc.name,
+          baseDir: config.baseDir,
+        }),
+      );
+    }
+    const routes: Route[] = config.sinks.map((sc) => ({
+      sink: sinkRegistry[sc.type].create(sc.options, { name: sc.name, baseDir: config.baseDir }),
+      minSeverity: sc.minSeverity,
+      detectors: sc.detectors,
+      excludeDetectors: sc.excludeDetectors,
+      group: sc.group,
+    }));
+    const outbox = new Outbox(store, routes, config.delivery);
+    const provider = options.geo ??
+      (config.geo.provider === "none" ? noGeoProvider() : geoipLiteProvider());
+    const geo = new GeoCache(provider, config.geo.cacheSize);
+    return new Runtime(
+      config,
+      store,
+      !options.store,
+      sources,
+      detectors,
+      outbox,
+      geo,
+      options.leaseWaitMs ?? config.state.leaseWaitMs,
+      options.onAlert,
+    );
+  }
+
+  /** Runs `fn` after every earlier call (passes and deliveries of this runtime never overlap). */
+  #serialized<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#tail.then(fn, fn);
+    this.#tail = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Runs `fn` under the state lease (taken once per process, shared by nested calls). */
+  async #withLease<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.store.dryRun) return await fn();
+    if (!this.#lease) {
+      const lease = await Lease.acquire(this.store, {
+        ttlMs: this.config.state.leaseTtlMs,
+        waitMs: this.#leaseWaitMs,
+        onWait: (h) =>
+          log.info(
+            `waiting for the state lease held by pid ${h.pid} on ${h.host} since ${h.since}`,
+          ),
+      });
+      if (!lease) {
+        const holder = await Lease.holder(this.store);
+        throw new LeaseBusyError(
+          `another trailwatch process holds the state ${this.store.path || "(default KV)"}` +
+            (holder ? ` (pid ${holder.pid} on ${holder.host}, since ${holder.since})` : "") +
+            "; skipping this run",
+        );
+      }
+      this.#lease = lease;
+    }
+    this.#leaseUsers++;
+    try {
+      return await fn();
+    } finally {
+      if (--this.#leaseUsers === 0 && this.#lease) {
+        const lease = this.#lease;
+        this.#lease = undefined;
+        await lease.release();
+      }
+    }
+  }
+
+  /** One pass of one source: everything new, until nothing is left or `signal` aborts. */
+  pass(name: string, options: { signal?: AbortSignal } = {}): Promise<Summary> {
+    const entry = this.sources.get(name);
+    if (!entry) throw new RangeError(`no enabled source named "${name}"`);
+    return this.#serialized(() =>
+      this.#withLease(() => this.#pass(entry.source, entry.config, options.signal))
+    );
+  }
+
+  /**
+   * Runs every enabled source (or `source`) until it has nothing new, then delivers the outbox.
+   * Returns the merged summary.
+   */
+  async runOnce(options: { source?: string; signal?: AbortSignal } = {}): Promise<Summary> {
+    const started = performance.now();
+    const names = options.source ? [options.source] : [...this.sources.keys()];
+    const total = emptySummary();
+    await this.#serialized(() =>
+      this.#withLease(async () => {
+        for (const name of names) {
+          const entry = this.sources.get(name);
+          if (!entry) throw new RangeError(`no enabled source named "${name}"`);
+          if (options.signal?.aborted) break;
+          mergeSummary(total, await this.#pass(entry.source, entry.config, options.signal));
+        }
+        if (!this.store.dryRun) await this.outbox.deliver({ signal: options.signal });
+      })
+    );
+    total.duration_s = (performance.now() - started) / 1000;
+    return total;
+  }
+
+  /** One delivery round of the outbox (the delivery cron). */
+  deliver(options: { signal?: AbortSignal; sink?: string } = {}): Promise<DeliveryReport> {
+    return this.#serialized(() => this.#withLease(() => this.outbox.deliver(options)));
+  }
+
+  async #pass(source: Source, config: SourceConfig, signal?: AbortSignal): Promise<Summary> {
+    const started = performance.now();
+    const summary = emptySummary();
+    const cache = new StateCache(this.store);
+    const state: PassState = {
+      source,
+      config,
+      summary,
+      cache,
+      dedupe: new Dedupe(this.store, { ttlMs: this.config.state.dedupeTtlMs }),
+      contexts: [],
+      alerts: new Map(),
+      suppressed: new Map(),
+      queue: [],
+      chunkBytes: 0,
+      chunkMutations: 0,
+      chunkRecords: 0,
+    };
+    state.contexts = this.detectors.map((detector, i) => ({
+      state: cache.forDetector(detector.name),
+      geo: this.geo,
+      alert: (draft, event) => this.#raise(state, i, draft, event),
+      suppress: (draft, event, filter) => {
+        const alert = this.#buildAlert(detector, draft, event);
+        state.suppressed.set(alert.id, { alert, filter });
+      },
+    }));
+    const controller = new AbortController();
+    const onAbort = () => controller.abort(signal?.reason);
+    signal?.addEventListener("abort", onAbort, { once: true });
+    if (signal?.aborted) controller.abort();
+    const run: SourceRun = {
+      signal: controller.signal,
+      state: this.store,
+      fail: (object, reason) => summary.failures.push({ object, reason: redact(reason) }),
+      progress: {
+        listed: (count) =>
+          count && log.info(`source ${source.name}: ${count} new object(s) to read`),
+      },
+    };
+    try {
+      for await (const object of source.objects(run)) {
+        await this.#object(state, object, controller.signal);
+        if (controller.signal.aborted) break;
+      }
+    } catch (error) {
+      cache.clear();
+      state.dedupe.discardPending();
+      summary.failures.push({
+        object: `source ${source.name}`,
+        reason: redact(errorMessage(error)),
+      });
+      summary.objects_failed++;
+      log.error(`source ${source.name}: ${redact(errorMessage(error))}`);
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+    }
+    summary.duration_s = (performance.now() - started) / 1000;
+    log.info(formatSummary(`source ${source.name}`, summary));
+    return summary;
+  }
+
+  #buildAlert(detector: Detector, draft: AlertDraft, event: NormalizedEvent): Alert {
+    const eventIds = draft.event_ids ?? [event.event_id];
+    const details: Record<string, unknown> = { ...draft.details };
+    if (
+      details.country === undefined && event.country &&
+      (draft.ip === undefined || draft.ip === event.ip)
+    ) {
+      details.country = event.country;
+    }
+    for (const key of Object.keys(details)) if (details[key] === undefined) delete details[key];
+    const alert: Alert = {
+      id: alertId(detector.name, eventIds, draft.key),
+      detector: detector.name,
+      severity: draft.severity,
+      title: draft.title,
+      time: draft.time ?? event.timestamp,
+      user: draft.user ?? event.username,
+      account_id: draft.account_id ?? event.account_id,
+      region: draft.region ?? event.region,
+      ip: draft.ip ?? event.ip,
+      event_ids: eventIds,
+      details,
+    };
+    return fitAlert(alert);
+  }
+
+  #raise(state: PassState, from: number, draft: AlertDraft, event: NormalizedEvent): void {
+    const alert = this.#buildAlert(this.detectors[from], draft, event);
+    if (state.alerts.has(alert.id)) return;
+    state.alerts.set(alert.id, alert);
+    const mutations = this.outbox.mutationsFor(alert);
+    state.chunkMutations += mutations;
+    state.chunkBytes += JSON.stringify(alert).length * mutations;
+    if (this.detectors.some((d, i) => i !== from && d.onAlert)) state.queue.push({ alert, from });
+  }
+
+  async #drainAlertHooks(state: PassState): Promise<void> {
+    while (state.queue.length) {
+      const { alert, from } = state.queue.shift()!;
+      for (let i = 0; i < this.detectors.length; i++) {
+        const hook = this.detectors[i].onAlert;
+        if (i === from || !hook) continue;
+        const result = hook.call(this.detectors[i], alert, state.contexts[i]);
+        if (result) await result;
+      }
+    }
+  }
+
+  /** Decodes and prepares the records of an object (stateless: may move to workers). */
+  async *#prepare(
+    object: SourceObject,
+    config: SourceConfig,
+    signal: AbortSignal,
+  ): AsyncGenerator<Prepared[]> {
+    const matchers: [number, Detector][] = [];
+    this.detectors.forEach((d, i) => d.match && matchers.push([i, d]));
+    const options = { mapping: config.mapping, insight: object.insight };
+    let index = 0;
+    const prepareOne = (record: unknown, offset: number): Prepared => {
+      const i = ++index;
+      if (typeof record !== "object" || record === null || Array.isArray(record)) {
+        return { index: i, error: `record is not an object`, offset };
+      }
+      let event: NormalizedEvent;
+      try {
+        event = normalize(record as Record<string, unknown>, options);
+      } catch (error) {
+        return { index: i, error: errorMessage(error), offset };
+      }
+      let drafts: [number, AlertDraft][] | undefined;
+      let failure: string | undefined;
+      for (const [di, detector] of matchers) {
+        try {
+          const found = detector.match!(event);
+          if (found) { for (const draft of found) (drafts ??= []).push([di, draft]); }
+        } catch (error) {
+          failure = `detector ${detector.name} failed: ${errorMessage(error)}`;
+        }
+      }
+      return { index: i, event, drafts, failure };
+    };
+    if (object.records) {
+      yield object.records.map((r) => prepareOne(r, 0));
+      return;
+    }
+    if (!object.open) {
+      throw new TypeError(`source object ${object.id} has neither records nor open()`);
+    }
+    const stream = await object.open(signal);
+    for await (const batch of decodeRecords(stream, object.id, config.decode)) {
+      yield batch.map((item) =>
+        item.error !== undefined
+          ? { index: ++index, error: item.error, offset: item.offset }
+          : prepareOne(item.record, item.offset)
+      );
+    }
+  }
+
+  async #object(state: PassState, object: SourceObject, signal: AbortSignal): Promise<void> {
+    const { source, summary } = state;
+    const progressKey = ["progress", source.name, object.id];
+    const progress = await this.store.get<{ records: number; size?: number }>(progressKey);
+    const skip = progress && progress.size === object.size ? progress.records : 0;
+    let listedFailures = 0;
+    let unlisted = 0;
+    const recordFailure = (reason: string) => {
+      summary.events_failed++;
+      if (listedFailures++ < MAX_RECORD_FAILURES_LISTED) {
+        summary.failures.push({ object: object.id, reason: redact(reason) });
+      } else unlisted++;
+    };
+    let last = skip;
+    let failure: string | undefined;
+    try {
+      for await (const batch of this.#prepare(object, state.config, signal)) {
+        for (const item of batch) {
+          if (item.index <= skip) continue;
+          last = item.index;
+          if (item.error !== undefined) {
+            recordFailure(`record ${item.index} (byte ${item.offset}): ${item.error}`);
+            continue;
+          }
+          const error = await this.#event(state, item.event, item.drafts) ?? item.failure;
+          if (error) recordFailure(`record ${item.index} (event ${item.event.event_id}): ${error}`);
+          if (this.#chunkFull(state)) {
+            const commit = await this.#stageChunk(state);
+            commit.set(progressKey, { records: last, size: object.size });
+            await this.#commit(state, commit);
+          }
+        }
+      }
+    } catch (error) {
+      if (error instanceof ObjectDecodeError) {
+        failure = error.message;
+      } else {
+        // Reading failed (network, permissions): keep what was done, let the source offer it again.
+        const reason = redact(errorMessage(error));
+        const commit = await this.#stageChunk(state);
+        if (last > skip) commit.set(progressKey, { records: last, size: object.size });
+        await this.#commit(state, commit);
+        summary.objects_failed++;
+        summary.failures.push({ object: object.id, reason });
+        log.warn(`${object.id}: ${reason}`);
+        await source.released?.(object, reason);
+        return;
+      }
+    }
+    if (unlisted) {
+      summary.failures.push({
+        object: object.id,
+        reason: `${unlisted} more record failures not listed`,
+      });
+    }
+    const commit = await this.#stageChunk(state);
+    if (skip > 0 || last > skip) commit.delete(progressKey);
+    await source.checkpoint(object, commit, failure && redact(failure));
+    await this.#commit(state, commit);
+    await source.committed?.(object);
+    if (failure) {
+      summary.objects_failed++;
+      summary.failures.push({ object: object.id, reason: redact(failure) });
+      log.warn(redact(failure));
+    } else summary.objects_read++;
+  }
+
+  /** Handles one prepared event; returns an error message if a detector failed on it. */
+  async #event(
+    state: PassState,
+    event: NormalizedEvent,
+    drafts: [number, AlertDraft][] | undefined,
+  ): Promise<string | undefined> {
+    let duplicate = state.dedupe.check(`${event.event_id}:${event.account_id ?? ""}`, event.time);
+    if (duplicate instanceof Promise) duplicate = await duplicate;
+    if (duplicate) {
+      state.summary.duplicates_skipped++;
+      return undefined;
+    }
+    state.summary.events++;
+    state.chunkRecords++;
+    if (event.ip && event.country === undefined) {
+      if (!this.geo.isReady()) await this.geo.ready(event.ip);
+      const geo = this.geo.lookup(event.ip);
+      if (geo) {
+        event.country = geo.country;
+        event.city = geo.city;
+        event.lat = geo.lat;
+        event.lon = geo.lon;
+      }
+    }
+    if (drafts) { for (const [i, draft] of drafts) this.#raise(state, i, draft, event); }
+    let failed: string | undefined;
+    for (let i = 0; i < this.detectors.length; i++) {
+      const detector = this.detectors[i];
+      if (!detector.detect) continue;
+      try {
+        const result = detector.detect(event, state.contexts[i]);
+        if (result) await result;
+      } catch (error) {
+        failed = `detector ${detector.name} failed: ${errorMessage(error)}`;
+        log.warn(`${failed} (event ${event.event_id})`);
+      }
+    }
+    if (state.queue.length) await this.#drainAlertHooks(state);
+    return failed;
+  }
+
+  #chunkFull(state: PassState): boolean {
+    const mutations = state.cache.dirtyCount + state.dedupe.pendingValues + state.suppressed.size +
+      state.chunkMutations;
+    const bytes = state.chunkBytes + state.cache.dirtyBytes + state.dedupe.pending * 8;
+    return state.chunkRecords >= CHUNK_RECORDS || mutations >= KV_LIMITS.mutations / 2 ||
+      bytes >= KV_LIMITS.bytes / 2;
+  }
+
+  /** Moves everything raised since the last commit into a new commit. */
+  async #stageChunk(state: PassState): Promise<Commit> {
+    const commit = new Commit();
+    state.cache.flush(commit);
+    state.dedupe.flush(commit);
+    for (const alert of state.alerts.values()) {
+      if (await this.outbox.known(alert.id)) continue;
+      this.outbox.stage(commit, alert);
+      this.#onAlert?.(alert);
+      state.summary.alerts++;
+    }
+    for (const { alert, filter } of state.suppressed.values()) {
+      commit.set(["suppressed", alert.id], { alert, filter }, {
+        expireIn: this.config.delivery.retentionMs,
+      });
+      state.summary.alerts_suppressed++;
+    }
+    state.alerts.clear();
+    state.suppressed.clear();
+    state.chunkBytes = 0;
+    state.chunkMutations = 0;
+    state.chunkRecords = 0;
+    return commit;
+  }
+
+  async #commit(state: PassState, commit: Commit): Promise<void> {
+    try {
+      await this.store.commit(commit);
+    } catch (error) {
+      state.cache.clear();
+      state.dedupe.discardPending();
+      throw error;
+    }
+  }
+
+  /** Stops every plugin and closes the state (if this runtime opened it). */
+  async close(): Promise<void> {
+    await this.#tail.catch(() => undefined);
+    for (const { source } of this.sources.values()) await source.close?.();
+    for (const detector of this.detectors) await detector.close?.();
+    for (const route of this.outbox.routes) await route.sink.close?.();
+    if (this.#ownsStore) this.store.close();
+  }
+}

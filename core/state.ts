@@ -1,0 +1,405 @@
+/**
+ * State in Deno KV: the store, atomic commits, a write-back cache for detector state, and the
+ * lease that keeps two processes from working on one state at once.
+ *
+ * Key layout (all under the one KV database):
+ * - `["src", source, …]` source checkpoints (owned by each source)
+ * - `["progress", source, object]` records already committed of a partly processed object
+ * - `["det", detector, …]` detector state
+ * - `["dedupe", hour, writeId]` packed eventID hashes (see dedupe.ts)
+ * - `["alert", id]`, `["outbox", sink, seq, id]`, `["dead", sink, id]`, `["suppressed", id]` outbox
+ * - `["lease"]` the process lease
+ *
+ * @module
+ */
+
+import { hostname } from "node:os";
+import { log } from "./log.ts";
+
+/** KV limits per atomic commit (Deno 2.x): mutations, total bytes (values + keys). */
+export const KV_LIMITS = { mutations: 1000, bytes: 819_200, keyBytes: 81_920, valueBytes: 65_536 };
+
+type Mutation =
+  | { type: "set"; key: Deno.KvKey; value: unknown; expireIn?: number }
+  | { type: "delete"; key: Deno.KvKey };
+
+function approximateSize(value: unknown): number {
+  if (value instanceof Uint8Array) return value.byteLength;
+  if (typeof value === "string") return value.length * 2;
+  if (value === undefined || value === null || typeof value !== "object") return 16;
+  return JSON.stringify(value).length + 16;
+}
+
+function keySize(key: Deno.KvKey): number {
+  let size = 2;
+  for (const part of key) size += typeof part === "string" ? part.length + 2 : 10;
+  return size;
+}
+
+/**
+ * Mutations staged for one atomic KV commit. Sizes are tracked so the pipeline can close a
+ * chunk before a commit would exceed KV's limits.
+ */
+export class Commit {
+  /** The staged mutations, in order. */
+  readonly mutations: Mutation[] = [];
+  /** Approximate bytes of values staged so far. */
+  bytes = 0;
+  /** Approximate bytes of keys staged so far. */
+  keyBytes = 0;
+
+  /** Stages a set; `expireIn` in milliseconds. */
+  set(key: Deno.KvKey, value: unknown, options?: { expireIn?: number }): this {
+    this.mutations.push({ type: "set", key, value, expireIn: options?.expireIn });
+    this.bytes += approximateSize(value);
+    this.keyBytes += keySize(key);
+    return this;
+  }
+
+  /** Stages a delete. */
+  delete(key: Deno.KvKey): this {
+    this.mutations.push({ type: "delete", key });
+    this.keyBytes += keySize(key);
+    return this;
+  }
+
+  /** Number of staged mutations. */
+  get size(): number {
+    return this.mutations.length;
+  }
+
+  /** Whether adding `mutations` more (of about `bytes` bytes) would stay within KV's limits. */
+  fits(mutations: number, bytes = 0): boolean {
+    return this.mutations.length + mutations <= KV_LIMITS.mutations - 10 &&
+      this.bytes + bytes <= KV_LIMITS.bytes * 0.75 && this.keyBytes <= KV_LIMITS.keyBytes * 0.75;
+  }
+}
+
+/** Options of {@link StateStore.open}. */
+export interface StateOptions {
+  /** Do not write anything (the `--dry-run` flag): commits are dropped after counting. */
+  dryRun?: boolean;
+}
+
+/** The Deno KV store behind trailwatch. */
+export class StateStore {
+  /** The KV database. */
+  readonly kv: Deno.Kv;
+  /** Whether commits are dropped. */
+  readonly dryRun: boolean;
+  /** Path it was opened from (`:memory:`, a file, or "" for Deno Deploy's default). */
+  readonly path: string;
+
+  private constructor(kv: Deno.Kv, path: string, options: StateOptions) {
+    this.kv = kv;
+    this.path = path;
+    this.dryRun = options.dryRun ?? false;
+  }
+
+  /**
+   * Opens the store: a file path (its folder is created), `:memory:`, or `""` for the default
+   * KV (Deno Deploy).
+   */
+  static async open(path: string, options: StateOptions = {}): Promise<StateStore> {
+    if (path && path !== ":memory:") {
+      const slash = path.lastIndexOf("/");
+      if (slash > 0) await Deno.mkdir(path.slice(0, slash), { recursive: true });
+    }
+    const kv = await Deno.openKv(path || undefined);
+    return new StateStore(kv, path, options);
+  }
+
+  /** Reads one value. */
+  async get<T>(key: Deno.KvKey): Promise<T | undefined> {
+    const entry = await this.kv.get<T>(key);
+    return entry.value ?? undefined;
+  }
+
+  /** Lists values under a prefix, in key order. */
+  async *list<T>(
+    prefix: Deno.KvKey,
+    options: Deno.KvListOptions = {},
+  ): AsyncGenerator<Deno.KvEntry<T>> {
+    yield* this.kv.list<T>({ prefix }, options);
+  }
+
+  /** Commits staged mutations atomically; throws if KV refuses them. No-op in dry-run mode. */
+  async commit(commit: Commit): Promise<void> {
+    if (commit.size === 0 || this.dryRun) return;
+    const op = this.kv.atomic();
+    for (const m of commit.mutations) {
+      if (m.type === "set") {
+        op.set(m.key, m.value, m.expireIn ? { expireIn: m.expireIn } : undefined);
+      } else op.delete(m.key);
+    }
+    const result = await op.commit();
+    if (!result.ok) throw new Error("state commit was rejected by Deno KV");
+  }
+
+  /** Closes the database. */
+  close(): void {
+    try {
+      this.kv.close();
+    } catch {
+      // already closed
+    }
+  }
+}
+
+interface CacheEntry {
+  key: Deno.KvKey;
+  value: unknown;
+  dirty: boolean;
+  expireIn?: number;
+  /** Approximate size, tracked while dirty. */
+  size: number;
+}
+
+/** One detector's view of its state: keys are relative to the detector's namespace. */
+export interface DetectorState {
+  /** Reads a value (cached for the pass). */
+  get<T>(key: Deno.KvKey): Promise<T | undefined>;
+  /** Writes a value; it is committed atomically with the alerts of the same chunk. */
+  set(key: Deno.KvKey, value: unknown, options?: { expireIn?: number }): void;
+  /** Deletes a value at the next commit. */
+  delete(key: Deno.KvKey): void;
+}
+
+/**
+ * Write-back cache over detector state for one pass. Reads hit KV once per key; writes stay in
+ * memory until {@link StateCache.flush} stages them into the chunk's commit. One pass at a time
+ * writes a state (the lease), so the cache is authoritative while the pass runs.
+ */
+export class StateCache {
+  readonly #store: StateStore;
+  readonly #limit: number;
+  #entries = new Map<string, CacheEntry>();
+  #dirty = new Set<string>();
+  #dirtyBytes = 0;
+
+  /** Caches `store`, keeping at most about `limit` clean entries. */
+  constructor(store: StateStore, limit = 200_000) {
+    this.#store = store;
+    this.#limit = limit;
+  }
+
+  /** Number of entries waiting to be committed. */
+  get dirtyCount(): number {
+    return this.#dirty.size;
+  }
+
+  /** The namespaced state of one detector. */
+  forDetector(name: string): DetectorState {
+    const scoped = (key: Deno.KvKey): Deno.KvKey => ["det", name, ...key];
+    return {
+      get: (key) => this.get(scoped(key)),
+      set: (key, value, options) => this.set(scoped(key), value, options?.expireIn),
+      delete: (key) => this.set(scoped(key), undefined),
+    };
+  }
+
+  /** Reads a value through the cache. */
+  async get<T>(key: Deno.KvKey): Promise<T | undefined> {
+    const id = JSON.stringify(key);
+    const hit = this.#entries.get(id);
+    if (hit) return hit.value as T | undefined;
+    const value = await this.#store.get<T>(key);
+    // A write may have landed while we awaited.
+    const raced = this.#entries.get(id);
+    if (raced) return raced.value as T | undefined;
+    this.#entries.set(id, { key, value, dirty: false, size: 0 });
+    this.#evict();
+    return value;
+  }
+
+  /** Writes a value (undefined deletes) through the cache. */
+  set(key: Deno.KvKey, value: unknown, expireIn?: number): void {
+    const id = JSON.stringify(key);
+    const previous = this.#entries.get(id);
+    if (previous?.dirty) this.#dirtyBytes -= previous.size;
+    const size = approximateSize(value);
+    this.#dirtyBytes += size;
+    this.#entries.set(id, { key, value, dirty: true, expireIn, size });
+    this.#dirty.add(id);
+  }
+
+  /** Approximate bytes of the dirty values. */
+  get dirtyBytes(): number {
+    return this.#dirtyBytes;
+  }
+
+  /** Stages every dirty entry into `commit` and marks it clean. */
+  flush(commit: Commit): void {
+    for (const id of this.#dirty) {
+      const entry = this.#entries.get(id)!;
+      if (entry.value === undefined) commit.delete(entry.key);
+      else {commit.set(
+          entry.key,
+          entry.value,
+          entry.expireIn ? { expireIn: entry.expireIn } : undefined,
+        );}
+      entry.dirty = false;
+    }
+    this.#dirty.clear();
+    this.#dirtyBytes = 0;
+    this.#evict();
+  }
+
+  /** Forgets everything (after a failed commit, the cache may hold uncommitted values). */
+  clear(): void {
+    this.#entries.clear();
+    this.#dirty.clear();
+    this.#dirtyBytes = 0;
+  }
+
+  #evict(): void {
+    if (this.#entries.size <= this.#limit) return;
+    let drop = this.#entries.size - Math.floor(this.#limit * 0.75);
+    for (const [id, entry] of this.#entries) {
+      if (drop <= 0) break;
+      if (entry.dirty) continue;
+      this.#entries.delete(id);
+      drop--;
+    }
+  }
+}
+
+/** Who holds the lease. */
+export interface LeaseHolder {
+  /** Random id of the holding process. */
+  owner: string;
+  /** Process id. */
+  pid: number;
+  /** Host name. */
+  host: string;
+  /** When it was taken (ISO). */
+  since: string;
+  /** When it lapses unless renewed (epoch ms). */
+  expires: number;
+}
+
+/** Options of {@link Lease.acquire}. */
+export interface LeaseOptions {
+  /** How long the lease lasts without renewal (ms); it is renewed every third of that. */
+  ttlMs: number;
+  /** How long to wait for a held lease before giving up (ms); 0 gives up at once. */
+  waitMs: number;
+  /** Called with the holder while waiting (once). */
+  onWait?: (holder: LeaseHolder) => void;
+  /** Aborts the wait. */
+  signal?: AbortSignal;
+}
+
+const LEASE_KEY = ["lease"];
+
+/**
+ * A lease in KV: one process at a time works on a state. A holder that dies stops renewing and
+ * its lease lapses after `ttlMs`.
+ */
+export class Lease {
+  readonly #store: StateStore;
+  readonly #holder: LeaseHolder;
+  readonly #ttlMs: number;
+  #versionstamp: string;
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #lost = new AbortController();
+
+  private constructor(store: StateStore, holder: LeaseHolder, versionstamp: string, ttlMs: number) {
+    this.#store = store;
+    this.#holder = holder;
+    this.#versionstamp = versionstamp;
+    this.#ttlMs = ttlMs;
+    const timer = setInterval(() => void this.#renew(), Math.max(50, Math.floor(ttlMs / 3)));
+    Deno.unrefTimer(timer);
+    this.#timer = timer;
+  }
+
+  /** Aborted if the lease was lost (another process took it after it lapsed). */
+  get lost(): AbortSignal {
+    return this.#lost.signal;
+  }
+
+  /** The current holder of the lease on `store`, if any and not lapsed. */
+  static async holder(store: StateStore): Promise<LeaseHolder | undefined> {
+    const entry = await store.kv.get<LeaseHolder>(LEASE_KEY);
+    return entry.value && entry.value.expires > Date.now() ? entry.value : undefined;
+  }
+
+  /** Takes the lease, waiting up to `waitMs`; undefined if another live process keeps it. */
+  static async acquire(store: StateStore, options: LeaseOptions): Promise<Lease | undefined> {
+    const deadline = Date.now() + options.waitMs;
+    let told = false;
+    while (true) {
+      const entry = await store.kv.get<LeaseHolder>(LEASE_KEY);
+      const now = Date.now();
+      if (!entry.value || entry.value.expires <= now) {
+        const holder: LeaseHolder = {
+          owner: crypto.randomUUID(),
+          pid: Deno.pid,
+          host: safeHostname(),
+          since: new Date(now).toISOString(),
+          expires: now + options.ttlMs,
+        };
+        const result = await store.kv.atomic().check(entry).set(LEASE_KEY, holder).commit();
+        if (result.ok) {
+          if (entry.value) {
+            log.warn(
+              `took over a lapsed lease from pid ${entry.value.pid} on ${entry.value.host} (held since ${entry.value.since})`,
+            );
+          }
+          return new Lease(store, holder, result.versionstamp, options.ttlMs);
+        }
+        continue;
+      }
+      if (now >= deadline || options.signal?.aborted) return undefined;
+      if (!told) {
+        options.onWait?.(entry.value);
+        told = true;
+      }
+      const pause = Math.min(250, deadline - now, Math.max(10, entry.value.expires - now));
+      await new Promise((resolve) => setTimeout(resolve, pause));
+    }
+  }
+
+  async #renew(): Promise<void> {
+    try {
+      const entry = await this.#store.kv.get<LeaseHolder>(LEASE_KEY);
+      if (entry.versionstamp !== this.#versionstamp) {
+        this.#stop();
+        this.#lost.abort(new Error("the state lease was taken by another process"));
+        return;
+      }
+      const holder = { ...this.#holder, expires: Date.now() + this.#ttlMs };
+      const result = await this.#store.kv.atomic().check(entry).set(LEASE_KEY, holder).commit();
+      if (result.ok) this.#versionstamp = result.versionstamp;
+    } catch (error) {
+      log.debug(`lease renewal failed: ${error}`);
+    }
+  }
+
+  #stop(): void {
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+
+  /** Gives the lease back. */
+  async release(): Promise<void> {
+    this.#stop();
+    try {
+      const entry = await this.#store.kv.get(LEASE_KEY);
+      if (entry.versionstamp === this.#versionstamp) {
+        await this.#store.kv.atomic().check(entry).delete(LEASE_KEY).commit();
+      }
+    } catch {
+      // store closed: the lease lapses on its own
+    }
+  }
+}
+
+function safeHostname(): string {
+  try {
+    return hostname();
+  } catch {
+    return "unknown";
+  }
+}

@@ -1,0 +1,109 @@
+/**
+ * trailwatch: AWS CloudTrail logs (S3, SQS, local files) → normalized events → login-anomaly and
+ * rule detectors → alerts delivered to webhooks through a durable outbox.
+ *
+ * This module is the public API: the plugin contracts and registries, the pipeline runtime and
+ * {@link runOnce}.
+ *
+ * @example Running every source once from a config file
+ * ```ts
+ * import { loadConfig, runOnce } from "./mod.ts";
+ * const summary = await runOnce(await loadConfig("trailwatch.json"));
+ * console.log(summary.events, summary.alerts);
+ * ```
+ *
+ * @module
+ */
+
+import type { Config } from "./core/config.ts";
+import { Runtime, type RuntimeOptions, type Summary } from "./core/pipeline.ts";
+
+export {
+  type Config,
+  type DetectorConfig,
+  loadConfig,
+  parseConfigText,
+  resolveConfig,
+  type SinkConfig,
+  type SourceConfig,
+} from "./core/config.ts";
+export {
+  alertId,
+  emptySummary,
+  formatSummary,
+  LeaseBusyError,
+  Runtime,
+  type RuntimeOptions,
+  type Summary,
+} from "./core/pipeline.ts";
+export { type DecodedRecord, type DecodeOptions, decodeRecords } from "./core/decode.ts";
+export {
+  ConfigError,
+  type ConfigProblem,
+  DeliveryError,
+  ObjectDecodeError,
+  RecordError,
+  SourceReadError,
+} from "./core/errors.ts";
+export { Commit, type DetectorState, StateStore } from "./core/state.ts";
+export {
+  type Alert,
+  type AlertDraft,
+  type CloudTrailRecord,
+  type NormalizedEvent,
+  type Outcome,
+  SEVERITIES,
+  type Severity,
+} from "./core/types.ts";
+export { OptionsChecker, type RawOptions } from "./core/validate.ts";
+export {
+  type Source,
+  type SourceContext,
+  type SourceObject,
+  type SourcePlugin,
+  type SourceProgress,
+  type SourceRun,
+  sources,
+} from "./sources/mod.ts";
+export {
+  type Detector,
+  type DetectorContext,
+  type DetectorContextInit,
+  type DetectorPlugin,
+  detectors,
+} from "./detectors/mod.ts";
+export { type Sink, type SinkContext, type SinkPlugin, sinks } from "./sinks/mod.ts";
+export { type DeliveryReport, Outbox, type Route } from "./sinks/outbox.ts";
+export {
+  type CustomMapping,
+  type GeoInfo,
+  type GeoProvider,
+  IpSet,
+  isPublicIp,
+  normalize,
+  staticGeoProvider,
+  toEcs,
+} from "./mapping/mod.ts";
+
+/**
+ * Runs every enabled source of `config` until it has nothing new, delivers the outbox, and
+ * returns the summary (the same as `trailwatch ingest --once`).
+ *
+ * @example A one-off run over local files with in-memory state
+ * ```ts
+ * import { resolveConfig, runOnce } from "./mod.ts";
+ * const config = resolveConfig({ sources: { logs: { type: "local", path: "examples/logs" } } }, ".");
+ * const summary = await runOnce(config, { statePath: ":memory:" });
+ * ```
+ */
+export async function runOnce(
+  config: Config,
+  options: RuntimeOptions & { source?: string; signal?: AbortSignal } = {},
+): Promise<Summary> {
+  const runtime = await Runtime.create(config, options);
+  try {
+    return await runtime.runOnce({ source: options.source, signal: options.signal });
+  } finally {
+    await runtime.close();
+  }
+}

@@ -1,0 +1,274 @@
+/**
+ * The durable outbox. An alert enters it in the same atomic commit as its object's checkpoint;
+ * the delivery loop hands it to every sink whose filters it passes and removes it for that sink
+ * once the sink took it. Failures are retried with exponential backoff and jitter (honouring
+ * `Retry-After`); after `maxAttempts`, or at once for a non-retryable refusal, the alert is kept
+ * as dead with the last error, until `trailwatch outbox retry`.
+ *
+ * Keys: `["alert", id]` (what was enqueued, kept `retention`), `["outbox", sink, seq, id]`
+ * (pending: `{alert, attempts, next, error?}`), `["dead", sink, id]`.
+ *
+ * @module
+ */
+
+import { DeliveryError, errorMessage } from "../core/errors.ts";
+import { log, redact } from "../core/log.ts";
+import type { Commit, StateStore } from "../core/state.ts";
+import { type Alert, type Severity, severityRank } from "../core/types.ts";
+import type { Sink } from "./mod.ts";
+
+/** Which alerts a sink takes. */
+export interface Route {
+  /** The sink. */
+  sink: Sink;
+  /** Lowest severity delivered. */
+  minSeverity: Severity;
+  /** Only these detectors (instance names), when set. */
+  detectors?: string[];
+  /** Never these detectors. */
+  excludeDetectors: string[];
+  /** Group the alerts of one (user, detector) due in one delivery round into one message. */
+  group: boolean;
+}
+
+/** Delivery options (the `delivery` config block). */
+export interface Options {
+  /** Attempts before an alert is dead. */
+  maxAttempts: number;
+  /** First retry delay (ms); doubles each attempt, with jitter. */
+  baseDelayMs: number;
+  /** Longest retry delay (ms). */
+  maxDelayMs: number;
+  /** How long an enqueued alert id is remembered (ms), so it is never enqueued twice. */
+  retentionMs: number;
+  /** Cron schedule of the delivery loop in long-running mode. */
+  schedule: string;
+}
+
+/** Default delivery options. */
+export const defaults = {
+  maxAttempts: 8,
+  baseDelayMs: 2_000,
+  maxDelayMs: 600_000,
+  retentionMs: 30 * 86_400_000,
+  schedule: "* * * * *",
+} satisfies Options;
+
+/** A pending delivery. */
+export interface PendingEntry {
+  /** The alert. */
+  alert: Alert;
+  /** Attempts so far. */
+  attempts: number;
+  /** Not before (epoch ms). */
+  next: number;
+  /** Last error, redacted. */
+  error?: string;
+}
+
+/** A dead delivery. */
+export interface DeadEntry {
+  /** The alert. */
+  alert: Alert;
+  /** Attempts made. */
+  attempts: number;
+  /** Last error, redacted. */
+  error: string;
+  /** When it was given up (ISO). */
+  failed_at: string;
+}
+
+/** Counts of one delivery round. */
+export interface DeliveryReport {
+  /** Alerts taken by a sink (a grouped message counts each alert). */
+  delivered: number;
+  /** Failed attempts that will be retried. */
+  retried: number;
+  /** Alerts that became dead. */
+  dead: number;
+  /** Alerts still waiting (not due yet, or skipped because their sink is failing). */
+  pending: number;
+}
+
+let sequence = 0;
+function nextSeq(): number {
+  sequence = (sequence + 1) % 1000;
+  return Date.now() * 1000 + sequence;
+}
+
+/** Whether a route takes an alert. */
+export function routeAccepts(route: Route, alert: Alert): boolean {
+  if (severityRank(alert.severity) < severityRank(route.minSeverity)) return false;
+  if (route.detectors && !route.detectors.includes(alert.detector)) return false;
+  return !route.excludeDetectors.includes(alert.detector);
+}
+
+/** The outbox over a state store and a set of routes. */
+export class Outbox {
+  readonly #store: StateStore;
+  readonly #routes: Route[];
+  readonly #options: Options;
+
+  /** Creates the outbox. */
+  constructor(store: StateStore, routes: Route[], options: Partial<Options> = {}) {
+    this.#store = store;
+    this.#routes = routes;
+    this.#options = { ...defaults, ...options };
+  }
+
+  /** The routes (sinks with their filters). */
+  get routes(): readonly Route[] {
+    return this.#routes;
+  }
+
+  /** Whether an alert with this id was enqueued before (within the retention). */
+  async known(id: string): Promise<boolean> {
+    return (await this.#store.kv.get(["alert", id])).versionstamp !== null;
+  }
+
+  /** Mutations {@link stage} adds for `alert`. */
+  mutationsFor(alert: Alert): number {
+    return 1 + this.#routes.filter((r) => routeAccepts(r, alert)).length;
+  }
+
+  /** Stages `alert` for every sink that takes it; returns the sink names. */
+  stage(commit: Commit, alert: Alert): string[] {
+    const names: string[] = [];
+    const seq = nextSeq();
+    for (const route of this.#routes) {
+      if (!routeAccepts(route, alert)) continue;
+      const entry: PendingEntry = { alert, attempts: 0, next: 0 };
+      commit.set(["outbox", route.sink.name, seq, alert.id], entry);
+      names.push(route.sink.name);
+    }
+    commit.set(
+      ["alert", alert.id],
+      { detector: alert.detector, title: alert.title, time: alert.time, sinks: names },
+      { expireIn: this.#options.retentionMs },
+    );
+    return names;
+  }
+
+  #delay(attempts: number, retryAfterMs?: number): number {
+    if (retryAfterMs !== undefined) return Math.min(retryAfterMs, this.#options.maxDelayMs);
+    const base = Math.min(
+      this.#options.baseDelayMs * 2 ** (attempts - 1),
+      this.#options.maxDelayMs,
+    );
+    return Math.round(base / 2 + Math.random() * base / 2);
+  }
+
+  /**
+   * Sends every due alert to its sink. A sink that fails is not tried again in this round (its
+   * other alerts wait), so a dead receiver is not hammered.
+   */
+  async deliver(options: { signal?: AbortSignal; sink?: string } = {}): Promise<DeliveryReport> {
+    const report: DeliveryReport = { delivered: 0, retried: 0, dead: 0, pending: 0 };
+    for (const route of this.#routes) {
+      if (options.sink && route.sink.name !== options.sink) continue;
+      const due: Deno.KvEntry<PendingEntry>[] = [];
+      const now = Date.now();
+      for await (const entry of this.#store.list<PendingEntry>(["outbox", route.sink.name])) {
+        if (entry.value.next <= now) due.push(entry);
+        else report.pending++;
+      }
+      const batches = route.group ? groupEntries(due) : due.map((e) => [e]);
+      let failing = false;
+      for (const batch of batches) {
+        if (failing || options.signal?.aborted) {
+          report.pending += batch.length;
+          continue;
+        }
+        try {
+          await route.sink.send(batch.map((e) => e.value.alert));
+          const commit = this.#store.kv.atomic();
+          for (const e of batch) commit.delete(e.key);
+          await commit.commit();
+          report.delivered += batch.length;
+        } catch (error) {
+          failing = true;
+          const retryable = !(error instanceof DeliveryError) || error.retryable;
+          const message = redact(errorMessage(error));
+          const retryAfterMs = error instanceof DeliveryError ? error.retryAfterMs : undefined;
+          for (const e of batch) {
+            const attempts = e.value.attempts + 1;
+            if (!retryable || attempts >= this.#options.maxAttempts) {
+              const dead: DeadEntry = {
+                alert: e.value.alert,
+                attempts,
+                error: message,
+                failed_at: new Date().toISOString(),
+              };
+              await this.#store.kv.atomic().delete(e.key).set([
+                "dead",
+                route.sink.name,
+                e.value.alert.id,
+              ], dead)
+                .commit();
+              report.dead++;
+              log.error(
+                `sink ${route.sink.name}: alert ${e.value.alert.id} is dead after ${attempts} attempt(s): ${message}`,
+              );
+            } else {
+              const next = Date.now() + this.#delay(attempts, retryAfterMs);
+              await this.#store.kv.set(e.key, { ...e.value, attempts, next, error: message });
+              report.retried++;
+              log.warn(
+                `sink ${route.sink.name}: delivery failed (attempt ${attempts}/${this.#options.maxAttempts}), ` +
+                  `retry after ${new Date(next).toISOString()}: ${message}`,
+              );
+            }
+          }
+        }
+      }
+    }
+    return report;
+  }
+
+  /** Dead alerts, optionally of one sink. */
+  async listDead(sink?: string): Promise<{ sink: string; entry: DeadEntry }[]> {
+    const out: { sink: string; entry: DeadEntry }[] = [];
+    for await (const e of this.#store.list<DeadEntry>(sink ? ["dead", sink] : ["dead"])) {
+      out.push({ sink: e.key[1] as string, entry: e.value });
+    }
+    return out;
+  }
+
+  /** Pending alerts, optionally of one sink. */
+  async listPending(sink?: string): Promise<{ sink: string; entry: PendingEntry }[]> {
+    const out: { sink: string; entry: PendingEntry }[] = [];
+    for await (const e of this.#store.list<PendingEntry>(sink ? ["outbox", sink] : ["outbox"])) {
+      out.push({ sink: e.key[1] as string, entry: e.value });
+    }
+    return out;
+  }
+
+  /** Moves dead alerts (of one sink, or all) back to the outbox with fresh attempts. */
+  async retryDead(sink?: string): Promise<number> {
+    let moved = 0;
+    for await (const e of this.#store.list<DeadEntry>(sink ? ["dead", sink] : ["dead"])) {
+      const name = e.key[1] as string;
+      const pending: PendingEntry = { alert: e.value.alert, attempts: 0, next: 0 };
+      await this.#store.kv.atomic().check(e).delete(e.key).set([
+        "outbox",
+        name,
+        nextSeq(),
+        e.value.alert.id,
+      ], pending)
+        .commit();
+      moved++;
+    }
+    return moved;
+  }
+}
+
+function groupEntries(entries: Deno.KvEntry<PendingEntry>[]): Deno.KvEntry<PendingEntry>[][] {
+  const groups = new Map<string, Deno.KvEntry<PendingEntry>[]>();
+  for (const e of entries) {
+    const key = `${e.value.alert.user ?? ""}\u0000${e.value.alert.detector}`;
+    const group = groups.get(key);
+    if (group) group.push(e);
+    else groups.set(key, [e]);
+  }
+  return [...groups.values()];
+}
