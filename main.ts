@@ -141,7 +141,7 @@ async function ingest(args: string[]): Promise<number> {
         }
         throw error;
       }
-      log.info(formatSummary("trailwatch", summary));
+      log.summary(formatSummary("trailwatch", summary));
       if (values.summary) {
         await Deno.writeTextFile(values.summary, JSON.stringify(summary, null, 2) + "\n");
       }

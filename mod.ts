@@ -23,9 +23,11 @@ export {
   type DetectorConfig,
   loadConfig,
   parseConfigText,
+  type PipelineConfig,
   resolveConfig,
   type SinkConfig,
   type SourceConfig,
+  type StateConfig,
 } from "./core/config.ts";
 export {
   alertId,
@@ -45,7 +47,7 @@ export {
   RecordError,
   SourceReadError,
 } from "./core/errors.ts";
-export { Commit, type DetectorState, StateStore } from "./core/state.ts";
+export { Commit, type DetectorState, type Mutation, StateStore } from "./core/state.ts";
 export {
   type Alert,
   type AlertDraft,
@@ -55,7 +57,7 @@ export {
   SEVERITIES,
   type Severity,
 } from "./core/types.ts";
-export { OptionsChecker, type RawOptions } from "./core/validate.ts";
+export { type Common as CheckOptions, OptionsChecker, type RawOptions } from "./core/validate.ts";
 export {
   type Source,
   type SourceContext,
@@ -73,17 +75,30 @@ export {
   detectors,
 } from "./detectors/mod.ts";
 export { type Sink, type SinkContext, type SinkPlugin, sinks } from "./sinks/mod.ts";
-export { type DeliveryReport, Outbox, type Route } from "./sinks/outbox.ts";
+export {
+  type DeadEntry,
+  type DeliveryReport,
+  type Options as DeliveryOptions,
+  Outbox,
+  type PendingEntry,
+  type Route,
+} from "./sinks/outbox.ts";
 export {
   type CustomMapping,
+  type EcsEvent,
+  GeoCache,
   type GeoInfo,
   type GeoProvider,
   IpSet,
   isPublicIp,
+  type MappingFunction,
   normalize,
+  type NormalizeOptions,
+  type ParsedIp,
   staticGeoProvider,
   toEcs,
 } from "./mapping/mod.ts";
+export type { Options as GeoOptions } from "./mapping/geo.ts";
 
 /**
  * Runs every enabled source of `config` until it has nothing new, delivers the outbox, and

@@ -105,4 +105,8 @@ export const log = {
   warn: (message: string): void => write("warn", message),
   /** Something failed. */
   error: (message: string): void => write("error", message),
+  /** A pass summary: written at every level but `silent`. */
+  summary: (message: string): void => {
+    if (level !== "silent") sink(`${new Date().toISOString()} INFO  ${redact(message)}`);
+  },
 };

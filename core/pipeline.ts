@@ -89,15 +89,28 @@ export function formatSummary(label: string, s: Summary): string {
 const MAX_RECORD_FAILURES_LISTED = 20;
 /** Records per chunk before a commit, to bound the work redone after a crash. */
 const CHUNK_RECORDS = 20_000;
+/** Attempts to read an object within one pass before it is released to a later pass. */
+const READ_ATTEMPTS = 3;
+/** First delay between read attempts (ms), doubled each time, with jitter. */
+const READ_RETRY_MS = 500;
 /** Largest alert JSON kept whole (KV values are limited to 64 KiB). */
 const MAX_ALERT_BYTES = 60_000;
 
-/** The deterministic id of an alert: same detector + events (+ key) ⇒ same id. */
-export function alertId(detector: string, eventIds: readonly string[], key = ""): string {
-  return createHash("sha256").update(
-    `${detector}\u0000${[...eventIds].sort().join("\u0001")}\u0000${key}`,
-  )
-    .digest("hex").slice(0, 32);
+/**
+ * The deterministic id of an alert: same detector + events (+ key, + account) ⇒ same id. The
+ * account is part of it because CloudTrail delivers a cross-account call to both accounts' trails
+ * with one eventID.
+ */
+export function alertId(
+  detector: string,
+  eventIds: readonly string[],
+  key = "",
+  account = "",
+): string {
+  const events = [...eventIds].sort().join("\u0001");
+  return createHash("sha256").update(`${detector}\u0000${events}\u0000${key}\u0000${account}`)
+    .digest("hex")
+    .slice(0, 32);
 }
 
 /** Shrinks an alert's details until its JSON fits a KV value. */
@@ -166,6 +179,15 @@ interface PassState {
   chunkRecords: number;
 }
 
+/** The state store refused a commit: the pass stops (nothing after the last commit is kept). */
+export class StateCommitError extends Error {
+  /** Creates the error. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "StateCommitError";
+  }
+}
+
 /** Thrown when another process holds the state lease. */
 export class LeaseBusyError extends Error {
   /** Creates the error from the holder's description. */
@@ -207,6 +229,8 @@ export class Runtime {
   readonly #onAlert: ((alert: Alert) => void) | undefined;
   #lease: Lease | undefined;
   #leaseUsers = 0;
+  /** Aborted by close(): cancels downloads in flight. */
+  #closing = new AbortController();
   #tail: Promise<unknown> = Promise.resolve();
 
   private constructor(
@@ -396,7 +420,7 @@ export class Runtime {
     };
     try {
       for await (const object of source.objects(run)) {
-        await this.#object(state, object, controller.signal);
+        await this.#object(state, object);
         if (controller.signal.aborted) break;
       }
     } catch (error) {
@@ -412,7 +436,7 @@ export class Runtime {
       signal?.removeEventListener("abort", onAbort);
     }
     summary.duration_s = (performance.now() - started) / 1000;
-    log.info(formatSummary(`source ${source.name}`, summary));
+    log.summary(formatSummary(`source ${source.name}`, summary));
     return summary;
   }
 
@@ -427,7 +451,7 @@ export class Runtime {
     }
     for (const key of Object.keys(details)) if (details[key] === undefined) delete details[key];
     const alert: Alert = {
-      id: alertId(detector.name, eventIds, draft.key),
+      id: alertId(detector.name, eventIds, draft.key, draft.account_id ?? event.account_id),
       detector: detector.name,
       severity: draft.severity,
       title: draft.title,
@@ -514,11 +538,11 @@ export class Runtime {
     }
   }
 
-  async #object(state: PassState, object: SourceObject, signal: AbortSignal): Promise<void> {
+  async #object(state: PassState, object: SourceObject): Promise<void> {
     const { source, summary } = state;
     const progressKey = ["progress", source.name, object.id];
     const progress = await this.store.get<{ records: number; size?: number }>(progressKey);
-    const skip = progress && progress.size === object.size ? progress.records : 0;
+    const resumedAt = progress && progress.size === object.size ? progress.records : 0;
     let listedFailures = 0;
     let unlisted = 0;
     const recordFailure = (reason: string) => {
@@ -527,35 +551,53 @@ export class Runtime {
         summary.failures.push({ object: object.id, reason: redact(reason) });
       } else unlisted++;
     };
-    let last = skip;
+    let last = resumedAt;
     let failure: string | undefined;
-    try {
-      for await (const batch of this.#prepare(object, state.config, signal)) {
-        for (const item of batch) {
-          if (item.index <= skip) continue;
-          last = item.index;
-          if (item.error !== undefined) {
-            recordFailure(`record ${item.index} (byte ${item.offset}): ${item.error}`);
-            continue;
-          }
-          const error = await this.#event(state, item.event, item.drafts) ?? item.failure;
-          if (error) recordFailure(`record ${item.index} (event ${item.event.event_id}): ${error}`);
-          if (this.#chunkFull(state)) {
-            const commit = await this.#stageChunk(state);
-            commit.set(progressKey, { records: last, size: object.size });
-            await this.#commit(state, commit);
+    for (let attempt = 1;; attempt++) {
+      const skip = last;
+      try {
+        for await (const batch of this.#prepare(object, state.config, this.#closing.signal)) {
+          for (const item of batch) {
+            if (item.index <= skip) continue;
+            last = item.index;
+            if (item.error !== undefined) {
+              recordFailure(`record ${item.index} (byte ${item.offset}): ${item.error}`);
+              continue;
+            }
+            const error = await this.#event(state, item.event, item.drafts) ?? item.failure;
+            if (error) {
+              recordFailure(`record ${item.index} (event ${item.event.event_id}): ${error}`);
+            }
+            if (this.#chunkFull(state)) {
+              const commit = await this.#stageChunk(state);
+              commit.set(progressKey, { records: last, size: object.size });
+              await this.#commit(state, commit);
+            }
           }
         }
-      }
-    } catch (error) {
-      if (error instanceof ObjectDecodeError) {
-        failure = error.message;
-      } else {
-        // Reading failed (network, permissions): keep what was done, let the source offer it again.
+        break;
+      } catch (error) {
+        if (error instanceof ObjectDecodeError) {
+          failure = error.message;
+          break;
+        }
+        if (error instanceof StateCommitError) throw error;
+        // Reading failed (network, permissions): keep what was done; retry from there, a few
+        // times, then let the source offer the object again in a later pass.
         const reason = redact(errorMessage(error));
         const commit = await this.#stageChunk(state);
-        if (last > skip) commit.set(progressKey, { records: last, size: object.size });
+        if (last > resumedAt) commit.set(progressKey, { records: last, size: object.size });
         await this.#commit(state, commit);
+        if (attempt < READ_ATTEMPTS && !this.#closing.signal.aborted) {
+          const delay = Math.round(READ_RETRY_MS * 2 ** (attempt - 1) * (0.5 + Math.random() / 2));
+          log.warn(
+            `${object.id}: ${reason}; retrying in ${delay} ms (attempt ${
+              attempt + 1
+            }/${READ_ATTEMPTS})`,
+          );
+          await new Promise((resolve) => setTimeout(resolve, delay));
+          continue;
+        }
         summary.objects_failed++;
         summary.failures.push({ object: object.id, reason });
         log.warn(`${object.id}: ${reason}`);
@@ -570,7 +612,7 @@ export class Runtime {
       });
     }
     const commit = await this.#stageChunk(state);
-    if (skip > 0 || last > skip) commit.delete(progressKey);
+    if (last > 0) commit.delete(progressKey);
     await source.checkpoint(object, commit, failure && redact(failure));
     await this.#commit(state, commit);
     await source.committed?.(object);
@@ -661,13 +703,16 @@ export class Runtime {
     } catch (error) {
       state.cache.clear();
       state.dedupe.discardPending();
-      throw error;
+      throw new StateCommitError(`cannot commit to the state: ${errorMessage(error)}`, {
+        cause: error,
+      });
     }
   }
 
   /** Stops every plugin and closes the state (if this runtime opened it). */
   async close(): Promise<void> {
     await this.#tail.catch(() => undefined);
+    this.#closing.abort();
     for (const { source } of this.sources.values()) await source.close?.();
     for (const detector of this.detectors) await detector.close?.();
     for (const route of this.outbox.routes) await route.sink.close?.();

@@ -19,7 +19,8 @@ import { log } from "./log.ts";
 /** KV limits per atomic commit (Deno 2.x): mutations, total bytes (values + keys). */
 export const KV_LIMITS = { mutations: 1000, bytes: 819_200, keyBytes: 81_920, valueBytes: 65_536 };
 
-type Mutation =
+/** One staged KV mutation. */
+export type Mutation =
   | { type: "set"; key: Deno.KvKey; value: unknown; expireIn?: number }
   | { type: "delete"; key: Deno.KvKey };
 

@@ -50,7 +50,8 @@ export function parseDuration(value: unknown): number | undefined {
   return n * unit;
 }
 
-interface Common {
+/** Options every check takes. */
+export interface Common {
   /** The key must be present. */
   required?: boolean;
 }

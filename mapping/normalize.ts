@@ -186,7 +186,9 @@ export function normalize(
 
 /** The Elastic Common Schema view of an event. */
 export interface EcsEvent {
+  /** Event time. */
   "@timestamp": string;
+  /** `event.*`: id, action (eventName), provider (eventSource), outcome. */
   event: {
     id: string;
     action: string;
@@ -194,10 +196,15 @@ export interface EcsEvent {
     outcome: "success" | "failure";
     kind: "event";
   };
+  /** `source.*`: the IP (or the service address) and its location. */
   source?: { ip?: string; address?: string; geo?: Record<string, unknown> };
+  /** `user.*`: name and ARN. */
   user: { name: string; id?: string };
+  /** `user_agent.original`. */
   user_agent?: { original: string };
+  /** `cloud.*`: account and region. */
   cloud: { provider: "aws"; account?: { id: string }; region?: string };
+  /** `error.code` from errorCode. */
   error?: { code: string };
 }
 

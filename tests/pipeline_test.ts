@@ -1,0 +1,284 @@
+import assert from "node:assert/strict";
+import { resolveConfig } from "../core/config.ts";
+import { alertId, fitAlert, Runtime } from "../core/pipeline.ts";
+import { type Commit, StateStore } from "../core/state.ts";
+import type { Alert } from "../core/types.ts";
+import { staticGeoProvider } from "../mapping/geo.ts";
+import { ctRecord, rootLogin, tempDir, trailFile, writeFiles } from "./helpers/records.ts";
+
+interface Harness {
+  dir: string;
+  alertsFile: string;
+  runtime(store: StateStore): Promise<Runtime>;
+  delivered(): Promise<Alert[]>;
+  cleanup(): Promise<void>;
+}
+
+async function harness(): Promise<Harness> {
+  const tmp = await tempDir();
+  const dir = `${tmp.path}/logs`;
+  await Deno.mkdir(dir);
+  const alertsFile = `${tmp.path}/alerts.jsonl`;
+  const config = resolveConfig({
+    sources: { logs: { type: "local", path: dir } },
+    detectors: { root_activity: {}, console_login_no_mfa: {} },
+    sinks: { out: { type: "jsonl", path: alertsFile } },
+  }, "/");
+  return {
+    dir,
+    alertsFile,
+    runtime: (store) =>
+      Runtime.create(config, {
+        store,
+        geo: staticGeoProvider({ "81.2.69.142": { country: "GB" } }),
+      }),
+    async delivered() {
+      const text = await Deno.readTextFile(alertsFile).catch(() => "");
+      return text.split("\n").filter(Boolean).map((line) => JSON.parse(line));
+    },
+    cleanup: tmp.cleanup,
+  };
+}
+
+Deno.test("pipeline: alerts carry the alert JSON fields, deterministic ids and geo", async () => {
+  const h = await harness();
+  const store = await StateStore.open(":memory:");
+  try {
+    const login = rootLogin({ eventID: "evt-root-1", additionalEventData: { MFAUsed: "No" } });
+    await writeFiles(h.dir, { "a.json.gz": trailFile([login]) });
+    const runtime = await h.runtime(store);
+    const summary = await runtime.runOnce();
+    await runtime.close();
+    assert.equal(summary.alerts, 2);
+    const alerts = await h.delivered();
+    assert.deepEqual(alerts.map((a) => a.detector).sort(), [
+      "console_login_no_mfa",
+      "root_activity",
+    ]);
+    for (const alert of alerts) {
+      assert.deepEqual(Object.keys(alert).sort(), [
+        "account_id",
+        "details",
+        "detector",
+        "event_ids",
+        "id",
+        "ip",
+        "region",
+        "severity",
+        "time",
+        "title",
+        "user",
+      ]);
+      assert.equal(alert.id, alertId(alert.detector, ["evt-root-1"], "", "111122223333"));
+      assert.deepEqual(alert.event_ids, ["evt-root-1"]);
+      assert.equal(alert.user, "root");
+      assert.equal(alert.ip, "81.2.69.142");
+      assert.equal(alert.details.country, "GB");
+      assert.equal(alert.account_id, "111122223333");
+    }
+    assert.equal(alerts.find((a) => a.detector === "console_login_no_mfa")?.severity, "critical");
+  } finally {
+    store.close();
+    await h.cleanup();
+  }
+});
+
+Deno.test("pipeline: events are deduplicated by eventID and account across runs and files", async () => {
+  const h = await harness();
+  const store = await StateStore.open(":memory:");
+  try {
+    const a = rootLogin({ eventID: "dup-1" });
+    const b = rootLogin({ eventID: "dup-2" });
+    const otherAccount = rootLogin({ eventID: "dup-1", recipientAccountId: "999988887777" });
+    await writeFiles(h.dir, {
+      "1.json": trailFile([a, b], false),
+      "2.json": trailFile([a], false),
+    });
+    let runtime = await h.runtime(store);
+    const first = await runtime.runOnce();
+    await runtime.close();
+    assert.equal(first.events, 2);
+    assert.equal(first.duplicates_skipped, 1);
+    await writeFiles(h.dir, { "3.json": trailFile([b, otherAccount], false) });
+    runtime = await h.runtime(store);
+    const second = await runtime.runOnce();
+    await runtime.close();
+    assert.equal(second.events, 1);
+    assert.equal(second.duplicates_skipped, 1);
+    const ids = (await h.delivered()).map((x) => x.id);
+    assert.equal(ids.length, 3);
+    assert.equal(new Set(ids).size, 3);
+  } finally {
+    store.close();
+    await h.cleanup();
+  }
+});
+
+Deno.test("pipeline: a crash between alert and checkpoint never duplicates or loses an alert", async () => {
+  const h = await harness();
+  const store = await StateStore.open(":memory:");
+  try {
+    const files: Record<string, Uint8Array> = {};
+    for (let i = 0; i < 5; i++) {
+      files[`${i}.json.gz`] = trailFile([rootLogin(), rootLogin(), ctRecord()]);
+    }
+    await writeFiles(h.dir, files);
+    // Crash (the commit never happens) at the third object's commit.
+    const realCommit = store.commit.bind(store);
+    let commits = 0;
+    store.commit = (commit: Commit) => {
+      if (++commits === 3) return Promise.reject(new Error("simulated crash before commit"));
+      return realCommit(commit);
+    };
+    let runtime = await h.runtime(store);
+    const crashed = await runtime.runOnce();
+    await runtime.close();
+    assert.equal(crashed.objects_read, 2);
+    assert.match(crashed.failures.at(-1)!.reason, /simulated crash/);
+    store.commit = realCommit;
+    runtime = await h.runtime(store);
+    const resumed = await runtime.runOnce();
+    await runtime.close();
+    assert.equal(resumed.objects_read, 3);
+    assert.deepEqual(resumed.failures, []);
+    const delivered = await h.delivered();
+    assert.equal(delivered.length, 10);
+    assert.equal(new Set(delivered.map((a) => a.id)).size, 10);
+  } finally {
+    store.close();
+    await h.cleanup();
+  }
+});
+
+Deno.test("pipeline: alerts committed but not delivered before a crash are delivered once later", async () => {
+  const h = await harness();
+  const store = await StateStore.open(":memory:");
+  try {
+    await writeFiles(h.dir, { "a.json": trailFile([rootLogin(), rootLogin()], false) });
+    let runtime = await h.runtime(store);
+    await runtime.pass("logs"); // commits alerts to the outbox, no delivery ("killed" here)
+    await runtime.close();
+    assert.deepEqual(await h.delivered(), []);
+    runtime = await h.runtime(store);
+    const summary = await runtime.runOnce();
+    await runtime.close();
+    assert.equal(summary.objects_read, 0);
+    assert.equal((await h.delivered()).length, 2);
+    runtime = await h.runtime(store);
+    await runtime.runOnce();
+    await runtime.close();
+    assert.equal((await h.delivered()).length, 2);
+  } finally {
+    store.close();
+    await h.cleanup();
+  }
+});
+
+Deno.test("pipeline: record failures are listed with object, record number and reason; the rest goes on", async () => {
+  const h = await harness();
+  const store = await StateStore.open(":memory:");
+  try {
+    const good = rootLogin();
+    const noTime = ctRecord();
+    delete noTime.eventTime;
+    await writeFiles(h.dir, {
+      "a.json": JSON.stringify({ Records: [good, noTime, 17, ctRecord({ userIdentity: null })] }),
+      "b.json.gz": trailFile([rootLogin()]),
+    });
+    const runtime = await h.runtime(store);
+    const summary = await runtime.runOnce();
+    await runtime.close();
+    assert.equal(summary.objects_read, 2);
+    assert.equal(summary.events, 2);
+    assert.equal(summary.events_failed, 3);
+    const reasons = summary.failures.map((f) => `${f.object.split("/").pop()}: ${f.reason}`);
+    assert.match(reasons[0], /^a\.json: record 2 \(byte \d+\): missing eventTime$/);
+    assert.match(reasons[1], /^a\.json: record 3 \(byte \d+\): record is not an object/);
+    assert.match(
+      reasons[2],
+      /^a\.json: record 4 \(byte \d+\): userIdentity: expected an object, got null$/,
+    );
+  } finally {
+    store.close();
+    await h.cleanup();
+  }
+});
+
+Deno.test("pipeline: a big object is committed in chunks and resumes after the last chunk", async () => {
+  const h = await harness();
+  const store = await StateStore.open(":memory:");
+  try {
+    const records = Array.from(
+      { length: 45_000 },
+      (_, i) => (i % 9000 === 0 ? rootLogin() : ctRecord()),
+    );
+    await writeFiles(h.dir, { "big.json.gz": trailFile(records) });
+    const realCommit = store.commit.bind(store);
+    const commitSizes: number[] = [];
+    store.commit = (commit: Commit) => {
+      commitSizes.push(commit.size);
+      // Crash at the third commit: two chunks (40,000 records) are in; the third never lands.
+      if (commitSizes.length === 3) return Promise.reject(new Error("simulated crash"));
+      return realCommit(commit);
+    };
+    let runtime = await h.runtime(store);
+    await runtime.pass("logs");
+    await runtime.close();
+    const progress = [];
+    for await (const e of store.list(["progress"])) progress.push(e.value);
+    assert.deepEqual(progress.map((p) => (p as { records: number }).records), [40_000]);
+    store.commit = realCommit;
+    runtime = await h.runtime(store);
+    const resumed = await runtime.runOnce();
+    await runtime.close();
+    assert.equal(resumed.events, 5_000);
+    assert.equal(resumed.objects_read, 1);
+    const delivered = await h.delivered();
+    assert.equal(delivered.length, 5);
+    assert.equal(new Set(delivered.map((a) => a.id)).size, 5);
+    const left = [];
+    for await (const e of store.list(["progress"])) left.push(e);
+    assert.equal(left.length, 0);
+  } finally {
+    store.close();
+    await h.cleanup();
+  }
+});
+
+Deno.test("pipeline: --dry-run style runtime writes nothing", async () => {
+  const h = await harness();
+  const path = `${h.dir}/../state.kv`;
+  try {
+    await writeFiles(h.dir, { "a.json": trailFile([rootLogin()], false) });
+    const store = await StateStore.open(path, { dryRun: true });
+    const runtime = await h.runtime(store);
+    const summary = await runtime.runOnce();
+    await runtime.close();
+    store.close();
+    assert.equal(summary.alerts, 1);
+    const check = await StateStore.open(path);
+    const keys = [];
+    for await (const e of check.list([])) keys.push(e.key);
+    check.close();
+    assert.deepEqual(keys, []);
+    assert.deepEqual(await h.delivered(), []);
+  } finally {
+    await h.cleanup();
+  }
+});
+
+Deno.test("fitAlert() trims oversized details to fit a KV value", () => {
+  const alert: Alert = {
+    id: "x",
+    detector: "rules",
+    severity: "high",
+    title: "t",
+    time: "2026-11-18T00:00:00Z",
+    event_ids: ["e"],
+    details: { matched: { blob: "x".repeat(200_000) }, rule_id: "r-1" },
+  };
+  const fitted = fitAlert(alert);
+  assert.ok(JSON.stringify(fitted).length < 60_000);
+  assert.equal(fitted.details.rule_id, "r-1");
+  assert.match(String(fitted.details.truncated), /matched/);
+});

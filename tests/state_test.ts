@@ -1,0 +1,131 @@
+import assert from "node:assert/strict";
+import { Dedupe, hash64, Hash64Set } from "../core/dedupe.ts";
+import { Commit, Lease, StateCache, StateStore } from "../core/state.ts";
+import { tempDir } from "./helpers/records.ts";
+
+Deno.test("StateCache reads through once, writes back only at flush, and namespaces detectors", async () => {
+  const store = await StateStore.open(":memory:");
+  try {
+    await store.kv.set(["det", "a", "user", "alice"], { n: 1 });
+    const cache = new StateCache(store);
+    const a = cache.forDetector("a");
+    const b = cache.forDetector("b");
+    assert.deepEqual(await a.get(["user", "alice"]), { n: 1 });
+    assert.equal(await b.get(["user", "alice"]), undefined);
+    a.set(["user", "alice"], { n: 2 });
+    b.set(["user", "bob"], { n: 9 }, { expireIn: 60_000 });
+    assert.deepEqual(await a.get(["user", "alice"]), { n: 2 });
+    assert.deepEqual((await store.kv.get(["det", "a", "user", "alice"])).value, { n: 1 });
+    assert.equal(cache.dirtyCount, 2);
+    assert.ok(cache.dirtyBytes > 0);
+    const commit = new Commit();
+    cache.flush(commit);
+    assert.equal(commit.size, 2);
+    await store.commit(commit);
+    assert.deepEqual((await store.kv.get(["det", "a", "user", "alice"])).value, { n: 2 });
+    assert.deepEqual((await store.kv.get(["det", "b", "user", "bob"])).value, { n: 9 });
+    a.delete(["user", "alice"]);
+    const del = new Commit();
+    cache.flush(del);
+    await store.commit(del);
+    assert.equal((await store.kv.get(["det", "a", "user", "alice"])).value, null);
+  } finally {
+    store.close();
+  }
+});
+
+Deno.test("Commit.fits() keeps a commit inside Deno KV's limits", () => {
+  const commit = new Commit();
+  for (let i = 0; i < 980; i++) commit.set(["k", i], 1);
+  assert.equal(commit.fits(5), true);
+  assert.equal(commit.fits(20), false);
+  const big = new Commit().set(["big"], "x".repeat(400_000));
+  assert.equal(big.fits(1, 10), false);
+});
+
+Deno.test("Lease: a second holder waits or gives up, and a lapsed lease is taken over", async () => {
+  const dir = await tempDir();
+  const path = `${dir.path}/state.kv`;
+  const one = await StateStore.open(path);
+  const two = await StateStore.open(path);
+  try {
+    const first = await Lease.acquire(one, { ttlMs: 300, waitMs: 0 });
+    assert.ok(first);
+    let waited = false;
+    assert.equal(await Lease.acquire(two, { ttlMs: 300, waitMs: 0 }), undefined);
+    const holder = await Lease.holder(two);
+    assert.equal(holder?.pid, Deno.pid);
+    // Released → the waiting one gets it.
+    const pending = Lease.acquire(two, {
+      ttlMs: 300,
+      waitMs: 2_000,
+      onWait: () => (waited = true),
+    });
+    await new Promise((r) => setTimeout(r, 100));
+    await first.release();
+    const second = await pending;
+    assert.ok(second);
+    assert.equal(waited, true);
+    // The holder "dies": stop renewing by simulating a crash (no release, renewal timer stopped).
+    await one.kv.set(["lease"], {
+      owner: "dead",
+      pid: 999999,
+      host: "gone",
+      since: "then",
+      expires: Date.now() + 200,
+    });
+    const third = await Lease.acquire(one, { ttlMs: 300, waitMs: 2_000 });
+    assert.ok(third, "a lapsed lease is taken over");
+    await new Promise((r) => setTimeout(r, 150));
+    assert.equal(second.lost.aborted, true, "the overwritten holder learns it lost the lease");
+    await third.release();
+    await second.release();
+  } finally {
+    one.close();
+    two.close();
+    await dir.cleanup();
+  }
+});
+
+Deno.test("hash64 spreads ids and Hash64Set stores pairs without false positives", () => {
+  const set = new Hash64Set(4);
+  const seen = new Set<string>();
+  for (let i = 0; i < 50_000; i++) {
+    const [h1, h2] = hash64(`event-${i}:111122223333`);
+    seen.add(`${h1}:${h2}`);
+    assert.equal(set.add(h1, h2), true);
+  }
+  assert.equal(seen.size, 50_000);
+  assert.equal(set.size, 50_000);
+  for (let i = 0; i < 50_000; i += 997) {
+    assert.equal(set.has(...hash64(`event-${i}:111122223333`)), true);
+  }
+  for (let i = 0; i < 1000; i++) assert.equal(set.has(...hash64(`other-${i}`)), false);
+  assert.equal(set.add(...hash64("event-5:111122223333")), false);
+});
+
+Deno.test("Dedupe remembers committed ids across instances, by event hour", async () => {
+  const store = await StateStore.open(":memory:");
+  try {
+    const t = Date.parse("2026-11-18T08:15:00Z");
+    const first = new Dedupe(store);
+    assert.equal(await first.check("e1:1", t), false);
+    assert.equal(await first.check("e1:1", t), true);
+    assert.equal(await first.check("e2:1", t + 3_600_000), false);
+    assert.equal(first.pending, 2);
+    const commit = new Commit();
+    first.flush(commit);
+    assert.equal(commit.size, 2); // one value per hour touched
+    await store.commit(commit);
+    const second = new Dedupe(store);
+    assert.equal(await second.check("e1:1", t), true);
+    assert.equal(await second.check("e2:1", t + 3_600_000), true);
+    assert.equal(await second.check("e3:1", t), false);
+    // Not committed → forgotten.
+    second.discardPending();
+    const third = new Dedupe(store);
+    assert.equal(await third.check("e3:1", t), false);
+  } finally {
+    store.close();
+  }
+});
