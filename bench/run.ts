@@ -1,0 +1,195 @@
+/**
+ * `deno task bench`: the end-to-end benchmark.
+ *
+ * 1. Generates (once, cached under .trailwatch/bench/) a deterministic dataset: 10 `.json.gz`
+ *    files × 20,000 records (~1.5 KB each, ~5% ConsoleLogin), one object of ≥ 1 GB decompressed
+ *    and one of ~100 MB.
+ * 2. floor: `node:zlib` gunzip + `JSON.parse` of the 10 files, in this process.
+ * 3. pipeline: `main.ts ingest --once` over the 10 files (local source, every default detector,
+ *    the built-in rule pack, a jsonl sink, a fresh KV file), in one thread (`pipeline.workers: 0`).
+ * 4. workers2: the same with `pipeline.workers: 2`.
+ * 5. Peak RSS (VmHWM) of `ingest --once` on the big object and on the 100 MB object.
+ *
+ * Last line: `bench: floor=<N> ev/s pipeline=<N> ev/s ratio=<R> workers2=<N> ev/s rss_big=<N> MB rss_small=<N> MB`.
+ *
+ * Flags: `--quick` (skip the big object), `--runs N` (repeat throughput runs, keep the best).
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { gunzipSync } from "node:zlib";
+import { trailFile, writeBigObject } from "./dataset.ts";
+
+const ROOT = new URL("../", import.meta.url).pathname.replace(/\/$/, "");
+const CACHE = `${ROOT}/.trailwatch/bench`;
+const FILES = 10;
+const PER_FILE = 20_000;
+const BIG_BYTES = 1_100_000_000;
+const SMALL_BYTES = 100_000_000;
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: { quick: { type: "boolean", default: false }, runs: { type: "string", default: "1" } },
+});
+const runs = Math.max(1, Number(values.runs) || 1);
+
+async function exists(path: string): Promise<boolean> {
+  return await Deno.stat(path).then(() => true, () => false);
+}
+
+async function prepare(): Promise<void> {
+  await Deno.mkdir(`${CACHE}/files`, { recursive: true });
+  for (let i = 0; i < FILES; i++) {
+    const path = `${CACHE}/files/111122223333_CloudTrail_us-east-1_20261110T${
+      String(i).padStart(2, "0")
+    }00Z_bench.json.gz`;
+    if (!(await exists(path))) await Deno.writeFile(path, trailFile(PER_FILE, i * PER_FILE));
+  }
+  for (
+    const [name, bytes, offset] of [["small", SMALL_BYTES, 5_000_000], [
+      "big",
+      BIG_BYTES,
+      10_000_000,
+    ]] as const
+  ) {
+    if (name === "big" && values.quick) continue;
+    const dir = `${CACHE}/${name}`;
+    await Deno.mkdir(dir, { recursive: true });
+    const path = `${dir}/object.json.gz`;
+    if (!(await exists(path))) {
+      const started = performance.now();
+      const count = await writeBigObject(`${path}.tmp`, bytes, offset);
+      await Deno.rename(`${path}.tmp`, path);
+      console.log(
+        `generated ${name} object: ${count} records in ${
+          ((performance.now() - started) / 1000).toFixed(1)
+        } s`,
+      );
+    }
+  }
+}
+
+function floor(): number {
+  let best = 0;
+  for (let run = 0; run < Math.max(2, runs); run++) {
+    const started = performance.now();
+    let events = 0;
+    for (const entry of Deno.readDirSync(`${CACHE}/files`)) {
+      const bytes = Deno.readFileSync(`${CACHE}/files/${entry.name}`);
+      const parsed = JSON.parse(new TextDecoder().decode(gunzipSync(bytes)));
+      events += parsed.Records.length;
+    }
+    best = Math.max(best, events / ((performance.now() - started) / 1000));
+  }
+  return best;
+}
+
+interface IngestResult {
+  eventsPerSecond: number;
+  peakRssMb: number;
+  events: number;
+  seconds: number;
+}
+
+async function ingest(path: string, workers: number): Promise<IngestResult> {
+  const work = await Deno.makeTempDir({ prefix: "trailwatch-bench-" });
+  try {
+    const config = {
+      sources: { bench: { type: "local", path, maxObjectBytes: 4 * 1024 ** 3 } },
+      sinks: { file: { type: "jsonl", path: `${work}/alerts.jsonl` } },
+      state: { path: `${work}/state.kv` },
+      pipeline: { workers },
+    };
+    await Deno.writeTextFile(`${work}/config.json`, JSON.stringify(config));
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        `${ROOT}/main.ts`,
+        "ingest",
+        "--once",
+        "--config",
+        `${work}/config.json`,
+        "--summary",
+        `${work}/summary.json`,
+      ],
+      env: { TRAILWATCH_LOG: "warn", NO_COLOR: "1" },
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    let peak = 0;
+    const poll = setInterval(() => {
+      try {
+        const status = Deno.readTextFileSync(`/proc/${child.pid}/status`);
+        const hwm = /VmHWM:\s+(\d+) kB/.exec(status);
+        if (hwm) peak = Math.max(peak, Number(hwm[1]) / 1024);
+      } catch {
+        // exited
+      }
+    }, 25);
+    const output = await child.output();
+    clearInterval(poll);
+    if (output.code !== 0) {
+      throw new Error(
+        `ingest exited ${output.code}: ${new TextDecoder().decode(output.stderr).slice(-2000)}`,
+      );
+    }
+    const summary = JSON.parse(await Deno.readTextFile(`${work}/summary.json`));
+    return {
+      eventsPerSecond: summary.events / summary.duration_s,
+      peakRssMb: peak,
+      events: summary.events,
+      seconds: summary.duration_s,
+    };
+  } finally {
+    await Deno.remove(work, { recursive: true });
+  }
+}
+
+async function best(path: string, workers: number): Promise<IngestResult> {
+  let top: IngestResult | undefined;
+  for (let i = 0; i < runs; i++) {
+    const result = await ingest(path, workers);
+    if (!top || result.eventsPerSecond > top.eventsPerSecond) top = result;
+  }
+  return top!;
+}
+
+await prepare();
+const floorRate = floor();
+console.log(
+  `floor (gunzip + JSON.parse, ${FILES * PER_FILE} records): ${Math.round(floorRate)} events/s`,
+);
+const pipeline = await best(`${CACHE}/files`, 0);
+console.log(
+  `pipeline (one thread): ${
+    Math.round(pipeline.eventsPerSecond)
+  } events/s (${pipeline.events} events in ${pipeline.seconds.toFixed(2)} s, peak RSS ${
+    pipeline.peakRssMb.toFixed(0)
+  } MB)`,
+);
+const workers2 = await best(`${CACHE}/files`, 2);
+console.log(
+  `pipeline (workers: 2): ${
+    Math.round(workers2.eventsPerSecond)
+  } events/s (${workers2.events} events in ${workers2.seconds.toFixed(2)} s, peak RSS ${
+    workers2.peakRssMb.toFixed(0)
+  } MB)`,
+);
+const small = await ingest(`${CACHE}/small`, 0);
+console.log(`100 MB object: ${small.events} events, peak RSS ${small.peakRssMb.toFixed(0)} MB`);
+let big: IngestResult | undefined;
+if (!values.quick) {
+  big = await ingest(`${CACHE}/big`, 0);
+  console.log(`1 GB object: ${big.events} events, peak RSS ${big.peakRssMb.toFixed(0)} MB`);
+}
+console.log(
+  `bench: floor=${Math.round(floorRate)} ev/s pipeline=${
+    Math.round(pipeline.eventsPerSecond)
+  } ev/s ratio=${(pipeline.eventsPerSecond / floorRate).toFixed(2)} workers2=${
+    Math.round(workers2.eventsPerSecond)
+  } ev/s rss_big=${big ? Math.round(big.peakRssMb) : "skipped"} MB rss_small=${
+    Math.round(small.peakRssMb)
+  } MB`,
+);
