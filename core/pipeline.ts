@@ -564,7 +564,9 @@ export class Runtime {
               recordFailure(`record ${item.index} (byte ${item.offset}): ${item.error}`);
               continue;
             }
-            const error = await this.#event(state, item.event, item.drafts) ?? item.failure;
+            let handled = this.#event(state, item.event, item.drafts);
+            if (handled instanceof Promise) handled = await handled;
+            const error = handled ?? item.failure;
             if (error) {
               recordFailure(`record ${item.index} (event ${item.event.event_id}): ${error}`);
             }
@@ -623,22 +625,47 @@ export class Runtime {
     } else summary.objects_read++;
   }
 
-  /** Handles one prepared event; returns an error message if a detector failed on it. */
-  async #event(
+  /**
+   * Handles one prepared event; returns an error message if a detector failed on it. Synchronous
+   * unless something has to wait (a dedupe hour or the geo database loading, an async detector),
+   * so the common path costs no promise.
+   */
+  #event(
     state: PassState,
     event: NormalizedEvent,
     drafts: [number, AlertDraft][] | undefined,
-  ): Promise<string | undefined> {
-    let duplicate = state.dedupe.check(`${event.event_id}:${event.account_id ?? ""}`, event.time);
-    if (duplicate instanceof Promise) duplicate = await duplicate;
+  ): string | undefined | Promise<string | undefined> {
+    const duplicate = state.dedupe.check(`${event.event_id}:${event.account_id ?? ""}`, event.time);
+    if (duplicate instanceof Promise) {
+      return duplicate.then((d) => this.#newEvent(state, event, drafts, d));
+    }
+    return this.#newEvent(state, event, drafts, duplicate);
+  }
+
+  #newEvent(
+    state: PassState,
+    event: NormalizedEvent,
+    drafts: [number, AlertDraft][] | undefined,
+    duplicate: boolean,
+  ): string | undefined | Promise<string | undefined> {
     if (duplicate) {
       state.summary.duplicates_skipped++;
       return undefined;
     }
     state.summary.events++;
     state.chunkRecords++;
+    if (event.ip && event.country === undefined && !this.geo.isReady()) {
+      return this.geo.ready(event.ip).then(() => this.#detect(state, event, drafts));
+    }
+    return this.#detect(state, event, drafts);
+  }
+
+  #detect(
+    state: PassState,
+    event: NormalizedEvent,
+    drafts: [number, AlertDraft][] | undefined,
+  ): string | undefined | Promise<string | undefined> {
     if (event.ip && event.country === undefined) {
-      if (!this.geo.isReady()) await this.geo.ready(event.ip);
       const geo = this.geo.lookup(event.ip);
       if (geo) {
         event.country = geo.country;
@@ -648,20 +675,39 @@ export class Runtime {
       }
     }
     if (drafts) { for (const [i, draft] of drafts) this.#raise(state, i, draft, event); }
-    let failed: string | undefined;
-    for (let i = 0; i < this.detectors.length; i++) {
+    return this.#runDetectors(state, event, 0, undefined);
+  }
+
+  #runDetectors(
+    state: PassState,
+    event: NormalizedEvent,
+    from: number,
+    failed: string | undefined,
+  ): string | undefined | Promise<string | undefined> {
+    for (let i = from; i < this.detectors.length; i++) {
       const detector = this.detectors[i];
       if (!detector.detect) continue;
       try {
         const result = detector.detect(event, state.contexts[i]);
-        if (result) await result;
+        if (result) {
+          return result.then(
+            () => this.#runDetectors(state, event, i + 1, failed),
+            (error) =>
+              this.#runDetectors(state, event, i + 1, this.#detectorFailed(detector, event, error)),
+          );
+        }
       } catch (error) {
-        failed = `detector ${detector.name} failed: ${errorMessage(error)}`;
-        log.warn(`${failed} (event ${event.event_id})`);
+        failed = this.#detectorFailed(detector, event, error);
       }
     }
-    if (state.queue.length) await this.#drainAlertHooks(state);
+    if (state.queue.length) return this.#drainAlertHooks(state).then(() => failed);
     return failed;
+  }
+
+  #detectorFailed(detector: Detector, event: NormalizedEvent, error: unknown): string {
+    const message = `detector ${detector.name} failed: ${errorMessage(error)}`;
+    log.warn(`${message} (event ${event.event_id})`);
+    return message;
   }
 
   #chunkFull(state: PassState): boolean {
