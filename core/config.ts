@@ -413,6 +413,9 @@ export function resolveConfig(input: unknown, baseDir: string): Config {
     delivery.baseDelayMs = c.duration("baseDelay") ?? delivery.baseDelayMs;
     delivery.maxDelayMs = c.duration("maxDelay") ?? delivery.maxDelayMs;
     delivery.retentionMs = c.duration("retention") ?? delivery.retentionMs;
+    delivery.maxInlineWaitMs = c.duration("maxInlineWait") ?? delivery.maxInlineWaitMs;
+    delivery.maxGroupSize = c.integer("maxGroupSize", { min: 1, max: 100 }) ??
+      delivery.maxGroupSize;
     delivery.schedule = c.string("schedule", { pattern: /./ }) ?? delivery.schedule;
     const cron = checkCron(delivery.schedule);
     if (cron) c.problem("schedule", cron);

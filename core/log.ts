@@ -34,9 +34,16 @@ export function registerSecretUrl(value: unknown): void {
     return;
   }
   registerSecret(url.pathname + url.search);
-  for (const segment of url.pathname.split("/")) if (segment.length >= 8) registerSecret(segment);
-  for (const [, v] of url.searchParams) registerSecret(v);
+  for (const segment of url.pathname.split("/")) if (looksLikeToken(segment)) registerSecret(segment);
+  for (const [key, v] of url.searchParams) {
+    if (looksLikeToken(v) || /sig|token|key|secret|code|auth|pass/i.test(key)) registerSecret(v);
+  }
   if (url.password) registerSecret(url.password);
+}
+
+/** A URL part that carries an id or token, not a word like "services" or "webhooks". */
+function looksLikeToken(part: string): boolean {
+  return part.length >= 16 || (part.length >= 8 && /\d/.test(part) && /[A-Za-z]/.test(part));
 }
 
 /** Replaces every registered secret in `text` with `***`. */
@@ -81,12 +88,17 @@ export function setLogLevel(value: LogLevel): void {
   level = value;
 }
 
-/** Redirects log lines (tests capture them); returns a function restoring the previous sink. */
-export function captureLog(fn: (line: string) => void): () => void {
-  const previous = sink;
+/**
+ * Redirects log lines (tests capture them) at level `at` (default: everything); returns a
+ * function restoring the previous sink and level.
+ */
+export function captureLog(fn: (line: string) => void, at: LogLevel = "debug"): () => void {
+  const previous = { sink, level };
   sink = fn;
+  level = at;
   return () => {
-    sink = previous;
+    sink = previous.sink;
+    level = previous.level;
   };
 }
 

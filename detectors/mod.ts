@@ -14,6 +14,9 @@ import type { OptionsChecker, RawOptions } from "../core/validate.ts";
 import type { GeoCache } from "../mapping/geo.ts";
 import { consoleLoginNoMfaDetector } from "./console_login_no_mfa.ts";
 import { rootActivityDetector } from "./root_activity.ts";
+import { rulesDetector } from "./rules.ts";
+import { consoleLoginFailuresDetector } from "./login_failures.ts";
+import { accessDeniedBurstDetector } from "./access_denied_burst.ts";
 
 /** What a stateful detector gets with each event. */
 export interface DetectorContext {
@@ -70,4 +73,7 @@ export interface DetectorPlugin {
 export const detectors: Record<string, DetectorPlugin> = {
   root_activity: rootActivityDetector,
   console_login_no_mfa: consoleLoginNoMfaDetector,
+  rules: rulesDetector,
+  console_login_failures: consoleLoginFailuresDetector,
+  access_denied_burst: accessDeniedBurstDetector,
 };

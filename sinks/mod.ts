@@ -9,8 +9,12 @@
 
 import type { Alert } from "../core/types.ts";
 import type { OptionsChecker, RawOptions } from "../core/validate.ts";
+import { discordSink } from "./discord.ts";
 import { jsonlSink } from "./jsonl.ts";
+import { slackSink } from "./slack.ts";
 import { stdoutSink } from "./stdout.ts";
+import { teamsSink } from "./teams.ts";
+import { webhookSink } from "./webhook.ts";
 
 /** A sink instance, created from its config block. */
 export interface Sink {
@@ -51,6 +55,10 @@ export interface SinkPlugin {
 export const sinks: Record<string, SinkPlugin> = {
   stdout: stdoutSink,
   jsonl: jsonlSink,
+  webhook: webhookSink,
+  slack: slackSink,
+  teams: teamsSink,
+  discord: discordSink,
 };
 
 export { DeliveryError } from "../core/errors.ts";

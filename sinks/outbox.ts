@@ -8,6 +8,12 @@
  * Keys: `["alert", id]` (what was enqueued, kept `retention`), `["outbox", sink, seq, id]`
  * (pending: `{alert, attempts, next, error?}`), `["dead", sink, id]`.
  *
+ * Delivery is at least once: an alert leaves the outbox only after its sink took it, so a
+ * process killed between the send and the KV delete resends it in the next round, with the same
+ * `Idempotency-Key` (the alert id). Within a round, sinks are served concurrently and the alerts
+ * of one sink in order; a `429`/`503` whose `Retry-After` is at most `maxInlineWaitMs` is waited
+ * for and retried in the same round (twice at most), a longer one reschedules the alert.
+ *
  * @module
  */
 
@@ -43,6 +49,13 @@ export interface Options {
   retentionMs: number;
   /** Cron schedule of the delivery loop in long-running mode. */
   schedule: string;
+  /**
+   * Longest `Retry-After` (ms) waited for within a delivery round before the same message is sent
+   * again; a longer one reschedules the alert to a later round.
+   */
+  maxInlineWaitMs: number;
+  /** Most alerts in one grouped message; a larger (user, detector) group is split. */
+  maxGroupSize: number;
 }
 
 /** Default delivery options. */
@@ -52,7 +65,12 @@ export const defaults = {
   maxDelayMs: 600_000,
   retentionMs: 30 * 86_400_000,
   schedule: "* * * * *",
+  maxInlineWaitMs: 30_000,
+  maxGroupSize: 20,
 } satisfies Options;
+
+/** Most `Retry-After` waits for one message within one round. */
+const MAX_INLINE_WAITS = 2;
 
 /** A pending delivery. */
 export interface PendingEntry {
@@ -149,80 +167,141 @@ export class Outbox {
     return names;
   }
 
+  /** Delay before attempt `attempts + 1`: `Retry-After` when given, else backoff with jitter. */
   #delay(attempts: number, retryAfterMs?: number): number {
     if (retryAfterMs !== undefined) return Math.min(retryAfterMs, this.#options.maxDelayMs);
     const base = Math.min(
       this.#options.baseDelayMs * 2 ** (attempts - 1),
       this.#options.maxDelayMs,
     );
+    // "Equal jitter": between half and all of the exponential delay.
     return Math.round(base / 2 + Math.random() * base / 2);
   }
 
   /**
-   * Sends every due alert to its sink. A sink that fails is not tried again in this round (its
-   * other alerts wait), so a dead receiver is not hammered.
+   * Sends every due alert to its sink (sinks concurrently, each sink's alerts in order). A sink
+   * that fails with a retryable error is not tried again in this round (its other alerts wait),
+   * so a dead receiver is not hammered; a non-retryable refusal makes that alert dead and the
+   * round goes on.
    */
   async deliver(options: { signal?: AbortSignal; sink?: string } = {}): Promise<DeliveryReport> {
     const report: DeliveryReport = { delivered: 0, retried: 0, dead: 0, pending: 0 };
-    for (const route of this.#routes) {
-      if (options.sink && route.sink.name !== options.sink) continue;
-      const due: Deno.KvEntry<PendingEntry>[] = [];
-      const now = Date.now();
-      for await (const entry of this.#store.list<PendingEntry>(["outbox", route.sink.name])) {
-        if (entry.value.next <= now) due.push(entry);
-        else report.pending++;
+    const routes = this.#routes.filter((r) => !options.sink || r.sink.name === options.sink);
+    const results = await Promise.allSettled(
+      routes.map((route) => this.#deliverRoute(route, report, options.signal)),
+    );
+    for (const result of results) if (result.status === "rejected") throw result.reason;
+    return report;
+  }
+
+  async #deliverRoute(route: Route, report: DeliveryReport, signal?: AbortSignal): Promise<void> {
+    const due: Deno.KvEntry<PendingEntry>[] = [];
+    const now = Date.now();
+    for await (const entry of this.#store.list<PendingEntry>(["outbox", route.sink.name])) {
+      if (entry.value.next <= now) due.push(entry);
+      else report.pending++;
+    }
+    const batches = route.group
+      ? groupEntries(due, this.#options.maxGroupSize)
+      : due.map((e) => [e]);
+    let failing = false;
+    for (const batch of batches) {
+      if (failing || signal?.aborted) {
+        report.pending += batch.length;
+        continue;
       }
-      const batches = route.group ? groupEntries(due) : due.map((e) => [e]);
-      let failing = false;
-      for (const batch of batches) {
-        if (failing || options.signal?.aborted) {
-          report.pending += batch.length;
-          continue;
+      failing = !(await this.#send(route, batch, report, signal));
+    }
+  }
+
+  /** Sends one message; false when the sink failed with a retryable error. */
+  async #send(
+    route: Route,
+    batch: Deno.KvEntry<PendingEntry>[],
+    report: DeliveryReport,
+    signal?: AbortSignal,
+  ): Promise<boolean> {
+    const alerts = batch.map((e) => e.value.alert);
+    const mostAttempts = Math.max(...batch.map((e) => e.value.attempts));
+    let tries = 0;
+    let waits = 0;
+    while (true) {
+      try {
+        await route.sink.send(alerts);
+      } catch (error) {
+        tries++;
+        const retryable = !(error instanceof DeliveryError) || error.retryable;
+        const retryAfterMs = error instanceof DeliveryError ? error.retryAfterMs : undefined;
+        if (
+          retryable && retryAfterMs !== undefined &&
+          retryAfterMs <= this.#options.maxInlineWaitMs &&
+          waits < MAX_INLINE_WAITS && mostAttempts + tries < this.#options.maxAttempts &&
+          !signal?.aborted
+        ) {
+          waits++;
+          log.info(
+            `sink ${route.sink.name}: receiver asked to wait ${retryAfterMs} ms; retrying in this round`,
+          );
+          await sleep(retryAfterMs, signal);
+          if (!signal?.aborted) continue;
         }
-        try {
-          await route.sink.send(batch.map((e) => e.value.alert));
-          const commit = this.#store.kv.atomic();
-          for (const e of batch) commit.delete(e.key);
-          await commit.commit();
-          report.delivered += batch.length;
-        } catch (error) {
-          failing = true;
-          const retryable = !(error instanceof DeliveryError) || error.retryable;
-          const message = redact(errorMessage(error));
-          const retryAfterMs = error instanceof DeliveryError ? error.retryAfterMs : undefined;
-          for (const e of batch) {
-            const attempts = e.value.attempts + 1;
-            if (!retryable || attempts >= this.#options.maxAttempts) {
-              const dead: DeadEntry = {
-                alert: e.value.alert,
-                attempts,
-                error: message,
-                failed_at: new Date().toISOString(),
-              };
-              await this.#store.kv.atomic().delete(e.key).set([
-                "dead",
-                route.sink.name,
-                e.value.alert.id,
-              ], dead)
-                .commit();
-              report.dead++;
-              log.error(
-                `sink ${route.sink.name}: alert ${e.value.alert.id} is dead after ${attempts} attempt(s): ${message}`,
-              );
-            } else {
-              const next = Date.now() + this.#delay(attempts, retryAfterMs);
-              await this.#store.kv.set(e.key, { ...e.value, attempts, next, error: message });
-              report.retried++;
-              log.warn(
-                `sink ${route.sink.name}: delivery failed (attempt ${attempts}/${this.#options.maxAttempts}), ` +
-                  `retry after ${new Date(next).toISOString()}: ${message}`,
-              );
-            }
-          }
-        }
+        await this.#failed(route, batch, tries, error, report);
+        return !retryable;
+      }
+      // Taken: remove it for this sink. A crash before this commit means one resend, same key.
+      const commit = this.#store.kv.atomic();
+      for (const e of batch) commit.delete(e.key);
+      const result = await commit.commit();
+      if (!result.ok) throw new Error(`cannot remove delivered alerts of sink ${route.sink.name}`);
+      report.delivered += batch.length;
+      return true;
+    }
+  }
+
+  /** Records a failed message: dead, or rescheduled with backoff. */
+  async #failed(
+    route: Route,
+    batch: Deno.KvEntry<PendingEntry>[],
+    tries: number,
+    error: unknown,
+    report: DeliveryReport,
+  ): Promise<void> {
+    const retryable = !(error instanceof DeliveryError) || error.retryable;
+    const message = redact(errorMessage(error));
+    const retryAfterMs = error instanceof DeliveryError ? error.retryAfterMs : undefined;
+    for (const e of batch) {
+      const attempts = e.value.attempts + tries;
+      if (!retryable || attempts >= this.#options.maxAttempts) {
+        const dead: DeadEntry = {
+          alert: e.value.alert,
+          attempts,
+          error: message,
+          failed_at: new Date().toISOString(),
+        };
+        await this.#store.kv.atomic()
+          .check(e)
+          .delete(e.key)
+          .set(["dead", route.sink.name, e.value.alert.id], dead)
+          .commit();
+        report.dead++;
+        log.error(
+          `sink ${route.sink.name}: alert ${e.value.alert.id} is dead after ${attempts} ` +
+            `attempt(s)${retryable ? "" : " (refused, not retryable)"}: ${message}`,
+        );
+      } else {
+        const next = Date.now() + this.#delay(attempts, retryAfterMs);
+        await this.#store.kv.atomic()
+          .check(e)
+          .set(e.key, { ...e.value, attempts, next, error: message })
+          .commit();
+        report.retried++;
+        log.warn(
+          `sink ${route.sink.name}: delivery of alert ${e.value.alert.id} failed ` +
+            `(attempt ${attempts}/${this.#options.maxAttempts}), ` +
+            `retry after ${new Date(next).toISOString()}: ${message}`,
+        );
       }
     }
-    return report;
   }
 
   /** Dead alerts, optionally of one sink. */
@@ -243,26 +322,46 @@ export class Outbox {
     return out;
   }
 
-  /** Moves dead alerts (of one sink, or all) back to the outbox with fresh attempts. */
+  /**
+   * Moves dead alerts (of one sink, or all) back to the outbox with fresh attempts, due at once;
+   * the next {@link deliver} sends them. Dead alerts of a sink that is no longer configured stay
+   * dead. Returns how many were moved.
+   */
   async retryDead(sink?: string): Promise<number> {
     let moved = 0;
+    const known = new Set(this.#routes.map((r) => r.sink.name));
+    const skipped = new Set<string>();
     for await (const e of this.#store.list<DeadEntry>(sink ? ["dead", sink] : ["dead"])) {
       const name = e.key[1] as string;
-      const pending: PendingEntry = { alert: e.value.alert, attempts: 0, next: 0 };
-      await this.#store.kv.atomic().check(e).delete(e.key).set([
-        "outbox",
-        name,
-        nextSeq(),
-        e.value.alert.id,
-      ], pending)
+      if (!known.has(name)) {
+        skipped.add(name);
+        continue;
+      }
+      const pending: PendingEntry = {
+        alert: e.value.alert,
+        attempts: 0,
+        next: 0,
+        error: `was dead: ${e.value.error}`,
+      };
+      const result = await this.#store.kv.atomic()
+        .check(e)
+        .delete(e.key)
+        .set(["outbox", name, nextSeq(), e.value.alert.id], pending)
         .commit();
-      moved++;
+      if (result.ok) moved++;
+    }
+    for (const name of skipped) {
+      log.warn(`dead alerts of sink ${name} kept: no enabled sink has that name`);
     }
     return moved;
   }
 }
 
-function groupEntries(entries: Deno.KvEntry<PendingEntry>[]): Deno.KvEntry<PendingEntry>[][] {
+/** Splits due entries into messages: one per (user, detector), at most `max` alerts each. */
+function groupEntries(
+  entries: Deno.KvEntry<PendingEntry>[],
+  max: number,
+): Deno.KvEntry<PendingEntry>[][] {
   const groups = new Map<string, Deno.KvEntry<PendingEntry>[]>();
   for (const e of entries) {
     const key = `${e.value.alert.user ?? ""}\u0000${e.value.alert.detector}`;
@@ -270,5 +369,25 @@ function groupEntries(entries: Deno.KvEntry<PendingEntry>[]): Deno.KvEntry<Pendi
     if (group) group.push(e);
     else groups.set(key, [e]);
   }
-  return [...groups.values()];
+  const batches: Deno.KvEntry<PendingEntry>[][] = [];
+  for (const group of groups.values()) {
+    for (let i = 0; i < group.length; i += Math.max(1, max)) {
+      batches.push(group.slice(i, i + Math.max(1, max)));
+    }
+  }
+  return batches;
+}
+
+/** Waits `ms`, or less when `signal` aborts (never rejects). */
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener("abort", done, { once: true });
+  });
 }
