@@ -20,8 +20,9 @@ import { sources as sourceRegistry } from "../sources/mod.ts";
 import type { Config, SourceConfig } from "./config.ts";
 import { decodeRecords } from "./decode.ts";
 import { Dedupe } from "./dedupe.ts";
-import { errorMessage, ObjectDecodeError } from "./errors.ts";
+import { errorMessage, ObjectDecodeError, SourceReadError } from "./errors.ts";
 import { log, redact } from "./log.ts";
+import { Progress } from "./progress.ts";
 import { Commit, KV_LIMITS, Lease, StateCache, StateStore } from "./state.ts";
 import type { Alert, AlertDraft, NormalizedEvent } from "./types.ts";
 
@@ -95,6 +96,11 @@ const READ_ATTEMPTS = 3;
 const READ_RETRY_MS = 500;
 /** Largest alert JSON kept whole (KV values are limited to 64 KiB). */
 const MAX_ALERT_BYTES = 60_000;
+
+/** A message about an object, naming it unless the message already does. */
+function withId(object: SourceObject, message: string): string {
+  return message.includes(object.id) ? message : `${object.id}: ${message}`;
+}
 
 /**
  * The deterministic id of an alert: same detector + events (+ key, + account) ⇒ same id. The
@@ -177,6 +183,7 @@ interface PassState {
   chunkBytes: number;
   chunkMutations: number;
   chunkRecords: number;
+  progress: Progress;
 }
 
 /** The state store refused a commit: the pass stops (nothing after the last commit is kept). */
@@ -395,6 +402,7 @@ export class Runtime {
       chunkBytes: 0,
       chunkMutations: 0,
       chunkRecords: 0,
+      progress: new Progress({ label: `source ${source.name}` }),
     };
     state.contexts = this.detectors.map((detector, i) => ({
       state: cache.forDetector(detector.name),
@@ -413,12 +421,10 @@ export class Runtime {
       signal: controller.signal,
       state: this.store,
       fail: (object, reason) => summary.failures.push({ object, reason: redact(reason) }),
-      progress: {
-        listed: (count) =>
-          count && log.info(`source ${source.name}: ${count} new object(s) to read`),
-      },
+      progress: { listed: (count, bytes) => state.progress.listed(count, bytes) },
     };
     try {
+      await source.preflight?.();
       for await (const object of source.objects(run)) {
         await this.#object(state, object);
         if (controller.signal.aborted) break;
@@ -434,6 +440,7 @@ export class Runtime {
       log.error(`source ${source.name}: ${redact(errorMessage(error))}`);
     } finally {
       signal?.removeEventListener("abort", onAbort);
+      state.progress.finish();
     }
     summary.duration_s = (performance.now() - started) / 1000;
     log.summary(formatSummary(`source ${source.name}`, summary));
@@ -553,6 +560,7 @@ export class Runtime {
     };
     let last = resumedAt;
     let failure: string | undefined;
+    const eventsBefore = summary.events;
     for (let attempt = 1;; attempt++) {
       const skip = last;
       try {
@@ -585,15 +593,16 @@ export class Runtime {
         }
         if (error instanceof StateCommitError) throw error;
         // Reading failed (network, permissions): keep what was done; retry from there, a few
-        // times, then let the source offer the object again in a later pass.
+        // times (unless retrying cannot help), then let the source offer it again later.
         const reason = redact(errorMessage(error));
+        const retryable = !(error instanceof SourceReadError) || error.retryable;
         const commit = await this.#stageChunk(state);
         if (last > resumedAt) commit.set(progressKey, { records: last, size: object.size });
         await this.#commit(state, commit);
-        if (attempt < READ_ATTEMPTS && !this.#closing.signal.aborted) {
+        if (retryable && attempt < READ_ATTEMPTS && !this.#closing.signal.aborted) {
           const delay = Math.round(READ_RETRY_MS * 2 ** (attempt - 1) * (0.5 + Math.random() / 2));
           log.warn(
-            `${object.id}: ${reason}; retrying in ${delay} ms (attempt ${
+            `${withId(object, reason)}; retrying in ${delay} ms (attempt ${
               attempt + 1
             }/${READ_ATTEMPTS})`,
           );
@@ -602,8 +611,9 @@ export class Runtime {
         }
         summary.objects_failed++;
         summary.failures.push({ object: object.id, reason });
-        log.warn(`${object.id}: ${reason}`);
+        log.warn(withId(object, reason));
         await source.released?.(object, reason);
+        state.progress.done(object.size, 0);
         return;
       }
     }
@@ -618,6 +628,7 @@ export class Runtime {
     await source.checkpoint(object, commit, failure && redact(failure));
     await this.#commit(state, commit);
     await source.committed?.(object);
+    state.progress.done(object.size, summary.events - eventsBefore);
     if (failure) {
       summary.objects_failed++;
       summary.failures.push({ object: object.id, reason: redact(failure) });

@@ -11,6 +11,7 @@
 import type { Commit, StateStore } from "../core/state.ts";
 import type { OptionsChecker, RawOptions } from "../core/validate.ts";
 import { localSource } from "./local.ts";
+import { s3Source } from "./s3.ts";
 
 /** One object to decode: a log file, an S3 object, or records carried by a queue message. */
 export interface SourceObject {
@@ -94,4 +95,5 @@ export interface SourcePlugin {
 /** The source registry: type name → plugin. */
 export const sources: Record<string, SourcePlugin> = {
   local: localSource,
+  s3: s3Source,
 };
