@@ -41,6 +41,10 @@ export interface SourceConfig {
   decode: DecodeOptions;
   /** Compiled `custom_mapping`, if any. */
   mapping?: MappingFunction;
+  /** The `custom_mapping` as configured (decode workers compile their own). */
+  customMapping?: Record<string, string>;
+  /** The `__custom_fields__` as configured. */
+  customFields?: string[];
   /** Plugin options (common keys removed). */
   options: RawOptions;
 }
@@ -497,6 +501,8 @@ export function resolveConfig(input: unknown, baseDir: string): Config {
         backoffSchedule,
         decode: sourceDecode,
         mapping,
+        customMapping: mapping ? customMapping : undefined,
+        customFields: mapping ? customFields : undefined,
         options: without(entry, SOURCE_COMMON),
       });
     }

@@ -36,12 +36,15 @@ export class ObjectDecodeError extends Error {
   readonly object: string;
   /** Byte offset in the decompressed stream (or the compressed one, for gzip errors). */
   readonly offset: number;
+  /** What went wrong, without the object and offset. */
+  readonly reason: string;
   /** Creates an ObjectDecodeError. */
   constructor(object: string, offset: number, reason: string, options?: ErrorOptions) {
     super(`Cannot decode ${object}: ${reason} at byte ${offset}`, options);
     this.name = "ObjectDecodeError";
     this.object = object;
     this.offset = offset;
+    this.reason = reason;
   }
 }
 

@@ -12,13 +12,14 @@ import { createHash } from "node:crypto";
 import type { Detector, DetectorContext } from "../detectors/mod.ts";
 import { detectors as detectorRegistry } from "../detectors/mod.ts";
 import { GeoCache, geoipLiteProvider, type GeoProvider, noGeoProvider } from "../mapping/geo.ts";
-import { normalize } from "../mapping/normalize.ts";
 import { sinks as sinkRegistry } from "../sinks/mod.ts";
 import { type DeliveryReport, Outbox, type Route } from "../sinks/outbox.ts";
 import type { Source, SourceObject, SourceRun } from "../sources/mod.ts";
 import { sources as sourceRegistry } from "../sources/mod.ts";
 import type { Config, SourceConfig } from "./config.ts";
 import { decodeRecords } from "./decode.ts";
+import { type Prepared, Preparer } from "./prepare.ts";
+import { type DecodeJob, DecodePool } from "./workers.ts";
 import { Dedupe } from "./dedupe.ts";
 import { errorMessage, ObjectDecodeError, SourceReadError } from "./errors.ts";
 import { log, redact } from "./log.ts";
@@ -139,18 +140,6 @@ export function fitAlert(alert: Alert): Alert {
   return { ...alert, details };
 }
 
-/** A record failure or a prepared event: decoded, normalized and matched by stateless checks. */
-type Prepared =
-  | { index: number; error: string; offset: number; event?: undefined }
-  | {
-    index: number;
-    event: NormalizedEvent;
-    drafts: [number, AlertDraft][] | undefined;
-    /** A stateless check that threw on this event (the event is still processed). */
-    failure?: string;
-    error?: undefined;
-  };
-
 /** Options of {@link Runtime.create}. */
 export interface RuntimeOptions {
   /** Overrides `state.path` (the `--state` flag). */
@@ -238,6 +227,8 @@ export class Runtime {
   #leaseUsers = 0;
   /** Aborted by close(): cancels downloads in flight. */
   #closing = new AbortController();
+  /** Decode workers, when `pipeline.workers` > 0. */
+  #pool: DecodePool | undefined;
   #tail: Promise<unknown> = Promise.resolve();
 
   private constructor(
@@ -294,7 +285,14 @@ export class Runtime {
     const provider = options.geo ??
       (config.geo.provider === "none" ? noGeoProvider() : geoipLiteProvider());
     const geo = new GeoCache(provider, config.geo.cacheSize);
-    return new Runtime(
+    const pool = config.pipeline.workers > 0
+      ? await DecodePool.create(
+        config.pipeline.workers,
+        config.detectors.map(({ name, type, options }) => ({ name, type, options })),
+        config.baseDir,
+      )
+      : undefined;
+    const runtime = new Runtime(
       config,
       store,
       !options.store,
@@ -305,6 +303,8 @@ export class Runtime {
       options.leaseWaitMs ?? config.state.leaseWaitMs,
       options.onAlert,
     );
+    runtime.#pool = pool;
+    return runtime;
   }
 
   /** Runs `fn` after every earlier call (passes and deliveries of this runtime never overlap). */
@@ -425,9 +425,13 @@ export class Runtime {
     };
     try {
       await source.preflight?.();
-      for await (const object of source.objects(run)) {
-        await this.#object(state, object);
-        if (controller.signal.aborted) break;
+      if (this.#pool) {
+        await this.#objectsAhead(state, source.objects(run), controller.signal, this.#pool);
+      } else {
+        for await (const object of source.objects(run)) {
+          await this.#object(state, object);
+          if (controller.signal.aborted) break;
+        }
       }
     } catch (error) {
       cache.clear();
@@ -495,41 +499,62 @@ export class Runtime {
     }
   }
 
-  /** Decodes and prepares the records of an object (stateless: may move to workers). */
+  /**
+   * The objects of a pass with decode workers: up to one object per worker is pulled ahead and
+   * decoded while the object before it is consumed; objects are still consumed and committed in
+   * the order the source gave them. Objects pulled ahead but not consumed (the pass stopped) are
+   * simply not checkpointed, so the source offers them again.
+   */
+  async #objectsAhead(
+    state: PassState,
+    objects: AsyncIterable<SourceObject>,
+    signal: AbortSignal,
+    pool: DecodePool,
+  ): Promise<void> {
+    const iterator = objects[Symbol.asyncIterator]();
+    const ahead: { object: SourceObject; job?: DecodeJob }[] = [];
+    let exhausted = false;
+    const fill = async () => {
+      while (!exhausted && ahead.length < pool.size && !signal.aborted) {
+        const next = await iterator.next();
+        if (next.done) {
+          exhausted = true;
+          break;
+        }
+        const object = next.value;
+        const job = object.open && !object.records
+          ? pool.start(object, state.config, this.#closing.signal)
+          : undefined;
+        ahead.push({ object, job });
+      }
+    };
+    try {
+      await fill();
+      while (ahead.length > 0) {
+        const { object, job } = ahead.shift()!;
+        const filling = fill();
+        await this.#object(state, object, job);
+        await filling;
+        if (signal.aborted) break;
+      }
+    } finally {
+      for (const rest of ahead) rest.job?.cancel();
+      await iterator.return?.();
+    }
+  }
+
+  /** Decodes and prepares the records of an object on this thread. */
   async *#prepare(
     object: SourceObject,
     config: SourceConfig,
     signal: AbortSignal,
   ): AsyncGenerator<Prepared[]> {
-    const matchers: [number, Detector][] = [];
-    this.detectors.forEach((d, i) => d.match && matchers.push([i, d]));
-    const options = { mapping: config.mapping, insight: object.insight };
-    let index = 0;
-    const prepareOne = (record: unknown, offset: number): Prepared => {
-      const i = ++index;
-      if (typeof record !== "object" || record === null || Array.isArray(record)) {
-        return { index: i, error: `record is not an object`, offset };
-      }
-      let event: NormalizedEvent;
-      try {
-        event = normalize(record as Record<string, unknown>, options);
-      } catch (error) {
-        return { index: i, error: errorMessage(error), offset };
-      }
-      let drafts: [number, AlertDraft][] | undefined;
-      let failure: string | undefined;
-      for (const [di, detector] of matchers) {
-        try {
-          const found = detector.match!(event);
-          if (found) { for (const draft of found) (drafts ??= []).push([di, draft]); }
-        } catch (error) {
-          failure = `detector ${detector.name} failed: ${errorMessage(error)}`;
-        }
-      }
-      return { index: i, event, drafts, failure };
-    };
+    const preparer = new Preparer(this.detectors, {
+      mapping: config.mapping,
+      insight: object.insight,
+    });
     if (object.records) {
-      yield object.records.map((r) => prepareOne(r, 0));
+      yield object.records.map((r) => preparer.record(r, 0));
       return;
     }
     if (!object.open) {
@@ -537,15 +562,11 @@ export class Runtime {
     }
     const stream = await object.open(signal);
     for await (const batch of decodeRecords(stream, object.id, config.decode)) {
-      yield batch.map((item) =>
-        item.error !== undefined
-          ? { index: ++index, error: item.error, offset: item.offset }
-          : prepareOne(item.record, item.offset)
-      );
+      yield preparer.decoded(batch);
     }
   }
 
-  async #object(state: PassState, object: SourceObject): Promise<void> {
+  async #object(state: PassState, object: SourceObject, job?: DecodeJob): Promise<void> {
     const { source, summary } = state;
     const progressKey = ["progress", source.name, object.id];
     const progress = await this.store.get<{ records: number; size?: number }>(progressKey);
@@ -564,7 +585,10 @@ export class Runtime {
     for (let attempt = 1;; attempt++) {
       const skip = last;
       try {
-        for await (const batch of this.#prepare(object, state.config, this.#closing.signal)) {
+        const batches = attempt === 1 && job
+          ? job.batches()
+          : this.#prepare(object, state.config, this.#closing.signal);
+        for await (const batch of batches) {
           for (const item of batch) {
             if (item.index <= skip) continue;
             last = item.index;
@@ -770,6 +794,7 @@ export class Runtime {
   async close(): Promise<void> {
     await this.#tail.catch(() => undefined);
     this.#closing.abort();
+    this.#pool?.close();
     for (const { source } of this.sources.values()) await source.close?.();
     for (const detector of this.detectors) await detector.close?.();
     for (const route of this.outbox.routes) await route.sink.close?.();

@@ -1,0 +1,157 @@
+/**
+ * A decode worker (`pipeline.workers`): decompresses, splits, parses and normalizes the records of
+ * one object at a time and runs the stateless checks, posting prepared batches back to the main
+ * thread, which keeps state, the stateful detectors and the commits in order.
+ *
+ * Protocol (main → worker): `init`, `start`, `data` (bytes, transferred), `end`, `ack` (a batch
+ * was consumed), `cancel`. Worker → main: `ready` | `failed`, `want` (send the next chunk),
+ * `batch`, `done`, `error`. A worker asks for input only while fewer than `MAX_UNACKED`
+ * of its batches wait on the main thread, so memory stays bounded.
+ *
+ * @module
+ */
+
+/// <reference no-default-lib="true" />
+/// <reference lib="deno.worker" />
+
+import { detectors as registry } from "../detectors/mod.ts";
+import type { Detector } from "../detectors/mod.ts";
+import { compileCustomMapping } from "../mapping/custom_mapping.ts";
+import { type DecodedRecord, ObjectDecoder } from "./decode.ts";
+import { errorMessage, ObjectDecodeError } from "./errors.ts";
+import { captureLog } from "./log.ts";
+import { packPrepared, Preparer } from "./prepare.ts";
+import type { FromWorker, ToWorker } from "./workers.ts";
+
+/** Batches a worker may have outstanding before it waits for the main thread. */
+const MAX_UNACKED = 6;
+/** Input chunks asked for ahead, so the worker rarely waits for the main thread's reads. */
+const INPUT_AHEAD = 3;
+
+interface Job {
+  id: number;
+  decoder: ObjectDecoder;
+  preparer: Preparer;
+  unacked: number;
+  /** Input chunks not asked for because too many batches wait. */
+  owed: number;
+}
+
+// Logs go to the main thread's stderr as they would; the worker keeps quiet about its own set-up.
+captureLog(() => {}, "warn");
+
+let detectors: Detector[] = [];
+let job: Job | undefined;
+
+function post(message: FromWorker): void {
+  self.postMessage(message);
+}
+
+function send(current: Job, records: DecodedRecord[]): void {
+  if (records.length === 0) return;
+  current.unacked++;
+  post({ t: "batch", job: current.id, batch: packPrepared(current.preparer.decoded(records)) });
+}
+
+function askForMore(current: Job): void {
+  if (current.unacked < MAX_UNACKED) post({ t: "want", job: current.id, n: 1 });
+  else current.owed++;
+}
+
+function fail(current: Job, error: unknown): void {
+  current.decoder.close();
+  job = undefined;
+  if (error instanceof ObjectDecodeError) {
+    post({
+      t: "error",
+      job: current.id,
+      decode: { object: error.object, offset: error.offset, reason: error.reason },
+      message: error.message,
+    });
+  } else post({ t: "error", job: current.id, message: errorMessage(error) });
+}
+
+async function init(message: Extract<ToWorker, { t: "init" }>): Promise<void> {
+  try {
+    detectors = [];
+    for (const d of message.detectors) {
+      detectors.push(
+        await registry[d.type].create(d.options, { name: d.name, baseDir: message.baseDir }),
+      );
+    }
+    post({ t: "ready" });
+  } catch (error) {
+    post({ t: "failed", message: errorMessage(error) });
+  }
+}
+
+self.onmessage = (event: MessageEvent<ToWorker>) => {
+  const message = event.data;
+  switch (message.t) {
+    case "init":
+      void init(message);
+      return;
+    case "start": {
+      job?.decoder.close();
+      const mapping = message.customMapping
+        ? compileCustomMapping(message.customMapping, message.customFields ?? [])
+        : undefined;
+      job = {
+        id: message.job,
+        decoder: new ObjectDecoder(message.object, message.decode),
+        preparer: new Preparer(detectors, { mapping, insight: message.insight }),
+        unacked: 0,
+        owed: 0,
+      };
+      post({ t: "want", job: job.id, n: INPUT_AHEAD });
+      return;
+    }
+    case "data": {
+      const current = job;
+      if (!current || current.id !== message.job) return;
+      const out: DecodedRecord[] = [];
+      try {
+        current.decoder.push(message.bytes, out);
+      } catch (error) {
+        send(current, out);
+        fail(current, error);
+        return;
+      }
+      send(current, out);
+      askForMore(current);
+      return;
+    }
+    case "end": {
+      const current = job;
+      if (!current || current.id !== message.job) return;
+      const out: DecodedRecord[] = [];
+      try {
+        current.decoder.end(out);
+      } catch (error) {
+        send(current, out);
+        fail(current, error);
+        return;
+      }
+      send(current, out);
+      job = undefined;
+      post({ t: "done", job: current.id });
+      return;
+    }
+    case "ack": {
+      const current = job;
+      if (!current || current.id !== message.job) return;
+      current.unacked--;
+      if (current.owed > 0 && current.unacked < MAX_UNACKED) {
+        post({ t: "want", job: current.id, n: current.owed });
+        current.owed = 0;
+      }
+      return;
+    }
+    case "cancel":
+      if (job?.id === message.job) {
+        job.decoder.close();
+        job = undefined;
+      }
+      return;
+  }
+};

@@ -1,0 +1,139 @@
+import assert from "node:assert/strict";
+import { resolveConfig } from "../core/config.ts";
+import { Runtime } from "../core/pipeline.ts";
+import { packPrepared, type Prepared, unpackPrepared } from "../core/prepare.ts";
+import { StateStore } from "../core/state.ts";
+import type { Alert, NormalizedEvent } from "../core/types.ts";
+import { staticGeoProvider } from "../mapping/geo.ts";
+import { ctRecord, rootLogin, tempDir, trailFile, writeFiles } from "./helpers/records.ts";
+
+Deno.test("packPrepared()/unpackPrepared() round-trip every event field, errors and drafts in order", () => {
+  const full: NormalizedEvent = {
+    timestamp: "2026-11-18T08:00:00Z",
+    time: 1,
+    event_id: "e1",
+    event_name: "ConsoleLogin",
+    event_source: "signin.amazonaws.com",
+    event_type: "AwsConsoleSignIn",
+    username: "alice",
+    user_type: "IAMUser",
+    session_name: "s",
+    user_arn: "arn",
+    access_key_id: "AKIA",
+    ip: "81.2.69.142",
+    source_host: "h",
+    invoked_by: "i",
+    region: "us-east-1",
+    account_id: "1",
+    agent: "ua",
+    outcome: "failure",
+    error_code: "AccessDenied",
+    mfa_used: "No",
+    insight: true,
+    country: "GB",
+    city: "London",
+    lat: 51.5,
+    lon: -0.1,
+    custom: { team: "x", nested: { a: [1] } },
+    raw: {},
+  };
+  const fieldsOfType = Object.keys(full).sort();
+  const sparse: NormalizedEvent = {
+    ...full,
+    event_id: "e2",
+    session_name: undefined,
+    custom: undefined,
+    insight: undefined,
+  };
+  const items: Prepared[] = [
+    { index: 1, error: "bad record", offset: 10 },
+    {
+      index: 2,
+      event: full,
+      drafts: [[3, { severity: "high", title: "t", details: { x: 1 } }]],
+      failure: "detector x failed",
+    },
+    { index: 3, error: "record is not an object", offset: 99 },
+    { index: 4, event: sparse, drafts: undefined },
+  ];
+  const out = unpackPrepared(structuredClone(packPrepared(items)));
+  assert.deepEqual(out.map((i) => i.index), [1, 2, 3, 4]);
+  assert.deepEqual(out[0], items[0]);
+  assert.deepEqual(out[2], items[2]);
+  assert.deepEqual(Object.keys(out[1].event!).sort(), fieldsOfType);
+  assert.deepEqual(out[1].event, full);
+  const [first, second] = [out[1], items[1]];
+  assert.ok(first.event && second.event);
+  assert.deepEqual(first.drafts, second.drafts);
+  assert.equal(first.failure, "detector x failed");
+  assert.deepEqual(out[3].event, sparse);
+  assert.equal(out[3].event ? out[3].drafts : "no event", undefined);
+});
+
+async function runWith(workers: number, dir: string) {
+  const config = resolveConfig({
+    sources: {
+      logs: { type: "local", path: dir, customMapping: { team: "requestParameters.team" } },
+    },
+    detectors: { root_activity: {}, console_login_no_mfa: {}, rules: {} },
+    sinks: { out: { type: "jsonl", path: `${dir}/../alerts-${workers}.jsonl` } },
+    pipeline: { workers },
+  }, "/");
+  const store = await StateStore.open(":memory:");
+  const alerts: Alert[] = [];
+  const runtime = await Runtime.create(config, {
+    store,
+    geo: staticGeoProvider({ "81.2.69.142": { country: "GB" } }),
+    onAlert: (a) => alerts.push(a),
+  });
+  try {
+    const summary = await runtime.pass("logs");
+    return { summary, alerts };
+  } finally {
+    await runtime.close();
+    store.close();
+  }
+}
+
+Deno.test("decode workers give the same events, failures and alerts as the main thread", async () => {
+  const tmp = await tempDir();
+  try {
+    const dir = `${tmp.path}/logs`;
+    const many = Array.from(
+      { length: 3000 },
+      (_, i) =>
+        i % 500 === 0
+          ? rootLogin({ additionalEventData: { MFAUsed: "No" } })
+          : i % 250 === 0
+          ? ctRecord({ eventSource: "cloudtrail.amazonaws.com", eventName: "StopLogging" })
+          : ctRecord({ requestParameters: { team: `t${i % 7}` }, eventName: "ListBuckets" }),
+    );
+    const noName = ctRecord();
+    delete noName.eventName;
+    await writeFiles(dir, {
+      "a.json.gz": trailFile(many.slice(0, 1500)),
+      "b.json.gz": trailFile(many.slice(1500)),
+      "c.json": JSON.stringify({ Records: [rootLogin(), noName, 42, rootLogin()] }),
+      "d.json.gz": trailFile([rootLogin(), rootLogin()]).slice(0, 60),
+      "e.jsonl": [rootLogin(), rootLogin()].map((r) => JSON.stringify(r)).join("\n"),
+    });
+    const main = await runWith(0, dir);
+    const two = await runWith(2, dir);
+    const one = await runWith(1, dir);
+    for (const other of [one, two]) {
+      assert.deepEqual(
+        { ...other.summary, duration_s: 0 },
+        { ...main.summary, duration_s: 0 },
+      );
+      assert.deepEqual(other.alerts.map((a) => a.id), main.alerts.map((a) => a.id));
+      assert.deepEqual(other.alerts, main.alerts);
+    }
+    assert.equal(main.summary.objects_read, 4);
+    assert.equal(main.summary.objects_failed, 1);
+    assert.equal(main.summary.events_failed, 2);
+    assert.ok(main.alerts.some((a) => a.detector === "rules"));
+    assert.ok(main.alerts.some((a) => a.detector === "console_login_no_mfa"));
+  } finally {
+    await tmp.cleanup();
+  }
+});
