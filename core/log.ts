@@ -34,7 +34,9 @@ export function registerSecretUrl(value: unknown): void {
     return;
   }
   registerSecret(url.pathname + url.search);
-  for (const segment of url.pathname.split("/")) if (looksLikeToken(segment)) registerSecret(segment);
+  for (const segment of url.pathname.split("/")) {
+    if (looksLikeToken(segment)) registerSecret(segment);
+  }
   for (const [key, v] of url.searchParams) {
     if (looksLikeToken(v) || /sig|token|key|secret|code|auth|pass/i.test(key)) registerSecret(v);
   }

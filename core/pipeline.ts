@@ -22,6 +22,7 @@ import { type Prepared, Preparer } from "./prepare.ts";
 import { type DecodeJob, DecodePool } from "./workers.ts";
 import { Dedupe } from "./dedupe.ts";
 import { errorMessage, ObjectDecodeError, SourceReadError } from "./errors.ts";
+import { failpoint } from "./failpoint.ts";
 import { log, redact } from "./log.ts";
 import { Progress } from "./progress.ts";
 import { Commit, KV_LIMITS, Lease, StateCache, StateStore } from "./state.ts";
@@ -373,6 +374,7 @@ export class Runtime {
           if (options.signal?.aborted) break;
           mergeSummary(total, await this.#pass(entry.source, entry.config, options.signal));
         }
+        failpoint("before-delivery");
         if (!this.store.dryRun) await this.outbox.deliver({ signal: options.signal });
       })
     );
@@ -606,6 +608,7 @@ export class Runtime {
               const commit = await this.#stageChunk(state);
               commit.set(progressKey, { records: last, size: object.size });
               await this.#commit(state, commit);
+              failpoint("chunk-committed");
             }
           }
         }
@@ -641,6 +644,10 @@ export class Runtime {
         return;
       }
     }
+    // CloudTrail never writes an empty file: zero bytes means a failed or cut-off upload.
+    if (failure === undefined && last === 0 && object.size === 0 && !object.records) {
+      failure = `Cannot decode ${object.id}: empty object (0 bytes)`;
+    }
     if (unlisted) {
       summary.failures.push({
         object: object.id,
@@ -652,6 +659,7 @@ export class Runtime {
     await source.checkpoint(object, commit, failure && redact(failure));
     await this.#commit(state, commit);
     await source.committed?.(object);
+    failpoint("object-committed");
     state.progress.done(object.size, summary.events - eventsBefore);
     if (failure) {
       summary.objects_failed++;

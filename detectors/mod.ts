@@ -17,6 +17,12 @@ import { rootActivityDetector } from "./root_activity.ts";
 import { rulesDetector } from "./rules.ts";
 import { consoleLoginFailuresDetector } from "./login_failures.ts";
 import { accessDeniedBurstDetector } from "./access_denied_burst.ts";
+import { anonymousIpDetector } from "./anonymous_ip.ts";
+import { atypicalCountryDetector } from "./atypical_country.ts";
+import { impossibleTravelDetector } from "./impossible_travel.ts";
+import { newCountryDetector } from "./new_country.ts";
+import { newDeviceDetector } from "./new_device.ts";
+import { userRiskDetector } from "./user_risk.ts";
 
 /** What a stateful detector gets with each event. */
 export interface DetectorContext {
@@ -76,4 +82,10 @@ export const detectors: Record<string, DetectorPlugin> = {
   rules: rulesDetector,
   console_login_failures: consoleLoginFailuresDetector,
   access_denied_burst: accessDeniedBurstDetector,
+  impossible_travel: impossibleTravelDetector,
+  new_country: newCountryDetector,
+  atypical_country: atypicalCountryDetector,
+  new_device: newDeviceDetector,
+  anonymous_ip: anonymousIpDetector,
+  user_risk: userRiskDetector,
 };

@@ -18,6 +18,7 @@
  */
 
 import { DeliveryError, errorMessage } from "../core/errors.ts";
+import { failpoint } from "../core/failpoint.ts";
 import { log, redact } from "../core/log.ts";
 import type { Commit, StateStore } from "../core/state.ts";
 import { type Alert, type Severity, severityRank } from "../core/types.ts";
@@ -228,6 +229,7 @@ export class Outbox {
     while (true) {
       try {
         await route.sink.send(alerts);
+        failpoint("after-send");
       } catch (error) {
         tries++;
         const retryable = !(error instanceof DeliveryError) || error.retryable;

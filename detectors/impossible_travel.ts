@@ -1,0 +1,677 @@
+/**
+ * `impossible_travel`: BuffaLogs' Impossible Travel, for users' logins and (credential travel) for
+ * access keys. Two logins of one user — or two API calls signed with one access key — more than
+ * `minDistanceKm` apart (haversine) at a speed above `maxSpeedKmh` (Δt = 0 counts as 0.001 h)
+ * raise one alert per (user or key, unordered pair of countries, UTC day of the later login).
+ *
+ * BuffaLogs compares each login with the latest stored one, so logs delivered out of order give
+ * both missed and false alerts. Here a new login at location A is compared, for every other known
+ * location B, with its neighbours among the logins at A or B in event time: the nearest login at
+ * B before it and after it, unless a login at A lies in between. That includes the previous and
+ * the next login. A pair adjacent in the final A∪B sequence is always compared (when the later of
+ * the two arrives, nothing lies between them); a pair compared while another login between them
+ * was still missing is covered by a final pair between the same two locations, so its alert key
+ * (countries and day) is the same — the id set does not depend on the arrival order, except when a
+ * run of logins at one location crosses UTC midnight and its part before midnight arrives after its
+ * part after midnight was compared (see docs/login_detectors.md). Alert ids do not depend on the
+ * pair that triggered them (`event_ids` is empty; `details.from/to.event_id` name the pair).
+ *
+ * State, per user (`["user", account, user]`): the earliest login, the failed-login count, the
+ * days with logins and the alert keys raised; the last `maxLogins` logins (time, event id, IP,
+ * place) are kept one value per UTC day (`["user", account, user, day]`), so a login reads only
+ * the days within reach of an impossible speed and writes only its own. Per access key
+ * (`["key", id]`): up to `maxKeyVisits` "visits" — calls at one place within one UTC day, each
+ * within 15 minutes of the next, kept as first/last call — so a call inside a known visit changes
+ * and writes nothing, which keeps credential travel cheap on busy keys. Logins stopped by a
+ * per-login filter (`ignoredIps`, `ignoreMobile`) are compared (their alerts are filtered) but not
+ * stored. Profiles expire after `idleExpiry` (temporary `ASIA…` keys: 3 days).
+ *
+ * @module
+ */
+
+import type { AlertDraft, NormalizedEvent, Severity } from "../core/types.ts";
+import { SEVERITIES } from "../core/types.ts";
+import { describe, type OptionsChecker, type RawOptions } from "../core/validate.ts";
+import {
+  before,
+  checkLoginOptions,
+  DAY_MS,
+  haversineKm,
+  iso,
+  keyAccountOf,
+  loginDefaults,
+  type LoginOptions,
+  LoginPolicy,
+  MAX_LOGINS_LIMIT,
+  placeOf,
+  type ProfileBase,
+  subjectOf,
+  utcDay,
+} from "./_login.ts";
+import type { Detector, DetectorContext, DetectorContextInit, DetectorPlugin } from "./mod.ts";
+
+/** What is tracked: users' logins, and access keys over every API call. */
+export type Scope = "user" | "access_key";
+
+/** Options of `impossible_travel` (plus the shared login options). */
+export interface Options extends LoginOptions {
+  /** `user` (logins) and/or `access_key` (credential travel over all API calls). */
+  scopes: Scope[];
+  /** Distance that must be exceeded (km). */
+  minDistanceKm: number;
+  /** Speed that must be exceeded (km/h). */
+  maxSpeedKmh: number;
+  /** Travel within one country is filtered (BuffaLogs' `ignored_impossible_travel_all_same_country`). */
+  ignoreSameCountry: boolean;
+  /** Country pairs (either direction) whose travel is filtered, e.g. `[["US", "CA"]]`. */
+  ignoredCountryPairs: string[][];
+  /** Severity (VIP users: one level higher). */
+  severity: Severity;
+  /** Visits kept per access key. */
+  maxKeyVisits: number;
+}
+
+/** Defaults of `impossible_travel`. */
+export const defaults = {
+  ...loginDefaults,
+  scopes: ["user", "access_key"],
+  minDistanceKm: 100,
+  maxSpeedKmh: 300,
+  ignoreSameCountry: true,
+  ignoredCountryPairs: [],
+  severity: "high",
+  maxKeyVisits: 50,
+} satisfies Options;
+
+/** Longest gap between two calls of one visit (access keys). */
+const MAX_VISIT_GAP_MS = 15 * 60_000;
+/** Alert keys remembered per user or key. */
+const MAX_KEYS = 64;
+/** Temporary credentials (ASIA…) live at most 36 h: their state expires after 3 days. */
+const TEMPORARY_KEY_EXPIRY_MS = 3 * DAY_MS;
+
+/** Where and when: one login, or one end of a visit (in memory only). */
+export interface End {
+  /** Event time (epoch ms). */
+  t: number;
+  /** Event id. */
+  id: string;
+  /** Source IP. */
+  ip: string;
+  /** Country ("" when unknown). */
+  c: string;
+  /** Latitude. */
+  la: number;
+  /** Longitude. */
+  lo: number;
+  /** City ("" when unknown). */
+  y: string;
+}
+
+/** A stored login (a tuple keeps profiles small): time, event id, IP, country, lat, lon, city. */
+export type Login = [
+  t: number,
+  id: string,
+  ip: string,
+  c: string,
+  la: number,
+  lo: number,
+  y: string,
+];
+
+/**
+ * A stored visit of an access key: calls at one place within one UTC day, each within the visit
+ * gap of the next, kept as the first (a) and the last (b) call, and the place.
+ */
+export type Visit = [
+  a: number,
+  b: number,
+  ia: string,
+  ea: string,
+  ib: string,
+  eb: string,
+  c: string,
+  la: number,
+  lo: number,
+  y: string,
+];
+
+/**
+ * The state of one user or access key. A user's logins are kept in one value per UTC day
+ * (`[...key, day]` → {@link Login}[]), so that a login reads only the days within reach of an
+ * impossible speed and writes only its own day; `d` lists those days.
+ */
+export interface Track extends ProfileBase {
+  /** Access keys: the user the key belongs to. */
+  u?: string;
+  /** Access keys: the account the key belongs to. */
+  acct?: string;
+  /** Users: the days (epoch day numbers) with logins kept, and how many, by day. */
+  d?: [day: number, count: number][];
+  /** Access keys: the visits, by first call. */
+  v?: Visit[];
+  /** Alert keys raised: "" when delivered, else the filter that stopped it. */
+  k?: Record<string, string>;
+}
+
+/** A login or call to compare, with its per-login filter. */
+interface Point extends End {
+  f: string;
+}
+
+/** A compared pair, earlier end first. */
+interface Pair {
+  from: End;
+  to: End;
+  /** The real gap is unknown but below the visit gap (the key was in use at both places). */
+  concurrent?: boolean;
+}
+
+/** An impossible pair found for one alert key. */
+interface Found extends Pair {
+  key: string;
+  km: number;
+  kmh: number;
+  filter: string | undefined;
+}
+
+/** Two places are the same when the GeoIP answers are (same country and coordinates). */
+function place(c: string, la: number, lo: number): string {
+  return `${c}@${la},${lo}`;
+}
+
+function loginEnd(l: Login): End {
+  return { t: l[0], id: l[1], ip: l[2], c: l[3], la: l[4], lo: l[5], y: l[6] };
+}
+
+function visitStart(v: Visit): End {
+  return { t: v[0], id: v[3], ip: v[2], c: v[6], la: v[7], lo: v[8], y: v[9] };
+}
+
+function visitEnd(v: Visit): End {
+  return { t: v[1], id: v[5], ip: v[4], c: v[6], la: v[7], lo: v[8], y: v[9] };
+}
+
+/** Widens a visit to include a call at `t`. */
+function stretch(v: Visit, t: number, ip: string, id: string): void {
+  if (before(t, id, v[0], v[3])) {
+    v[0] = t;
+    v[2] = ip;
+    v[3] = id;
+  }
+  if (before(v[1], v[5], t, id)) {
+    v[1] = t;
+    v[4] = ip;
+    v[5] = id;
+  }
+}
+
+function endDetails(end: End): Record<string, unknown> {
+  return {
+    ip: end.ip,
+    time: iso(end.t),
+    country: end.c || undefined,
+    city: end.y || undefined,
+    lat: end.la,
+    lon: end.lo,
+    event_id: end.id,
+  };
+}
+
+function formatSpan(ms: number): string {
+  if (ms < 120_000) return `${Math.round(ms / 1000)} s`;
+  if (ms < 7_200_000) return `${Math.round(ms / 60_000)} min`;
+  return `${(ms / 3_600_000).toFixed(1)} h`;
+}
+
+/**
+ * The neighbours of `x` in a time-sorted login list, per other place: the nearest login at each
+ * place before `x` with no login at x's place in between, and the same after it. Undefined when
+ * `x` is already in the list.
+ */
+export function loginNeighbours(list: readonly Login[], x: End): Pair[] | undefined {
+  let at = list.length;
+  while (at > 0 && before(x.t, x.id, list[at - 1][0], list[at - 1][1])) at--;
+  if (at > 0 && list[at - 1][1] === x.id && list[at - 1][0] === x.t) return undefined;
+  const pairs: Pair[] = [];
+  const here = (l: Login) => l[4] === x.la && l[5] === x.lo && l[3] === x.c;
+  let seen: Set<string> | undefined;
+  for (let i = at - 1; i >= 0 && !here(list[i]); i--) {
+    const where = place(list[i][3], list[i][4], list[i][5]);
+    if (!seen?.has(where)) pairs.push({ from: loginEnd(list[i]), to: x });
+    (seen ??= new Set()).add(where);
+  }
+  seen = undefined;
+  for (let i = at; i < list.length && !here(list[i]); i++) {
+    const where = place(list[i][3], list[i][4], list[i][5]);
+    if (!seen?.has(where)) pairs.push({ from: x, to: loginEnd(list[i]) });
+    (seen ??= new Set()).add(where);
+  }
+  return pairs;
+}
+
+/**
+ * The same for an access key's visits: undefined when `x` falls inside (or is an end of) a visit
+ * of its own place — nothing new can be learnt from it. A visit of another place that contains
+ * `x` gives a "concurrent" pair when no call at x's place lies within the gap on one side.
+ */
+export function visitNeighbours(visits: readonly Visit[], x: End, gap: number): Pair[] | undefined {
+  for (const v of visits) {
+    if (v[7] !== x.la || v[8] !== x.lo || v[6] !== x.c) continue;
+    if (!before(x.t, x.id, v[0], v[3]) && !before(v[1], v[5], x.t, x.id)) return undefined;
+  }
+  let aPrev: End | undefined;
+  let aNext: End | undefined;
+  const prev = new Map<string, End>();
+  const next = new Map<string, End>();
+  const inside = new Map<string, Visit>();
+  for (const v of visits) {
+    const startsBefore = before(v[0], v[3], x.t, x.id);
+    const endsAfter = before(x.t, x.id, v[1], v[5]);
+    if (v[7] === x.la && v[8] === x.lo && v[6] === x.c) {
+      if (!endsAfter && (!aPrev || before(aPrev.t, aPrev.id, v[1], v[5]))) aPrev = visitEnd(v);
+      if (!startsBefore && (!aNext || before(v[0], v[3], aNext.t, aNext.id))) {
+        aNext = visitStart(v);
+      }
+      continue;
+    }
+    const where = place(v[6], v[7], v[8]);
+    if (startsBefore && endsAfter) inside.set(where, v);
+    else if (!endsAfter) {
+      const p = prev.get(where);
+      if (!p || before(p.t, p.id, v[1], v[5])) prev.set(where, visitEnd(v));
+    } else {
+      const n = next.get(where);
+      if (!n || before(v[0], v[3], n.t, n.id)) next.set(where, visitStart(v));
+    }
+  }
+  const pairs: Pair[] = [];
+  for (const v of inside.values()) {
+    // Calls at v's place lie within `gap` on both sides of x; one of them is next to x unless
+    // calls at x's place lie within the gap on both sides too.
+    if (!aPrev || aPrev.t < x.t - gap || !aNext || aNext.t > x.t + gap) {
+      pairs.push({ from: visitStart(v), to: x, concurrent: true });
+    }
+  }
+  for (const [where, p] of prev) {
+    if (inside.has(where)) continue;
+    if (!aPrev || before(aPrev.t, aPrev.id, p.t, p.id)) pairs.push({ from: p, to: x });
+  }
+  for (const [where, n] of next) {
+    if (inside.has(where)) continue;
+    if (!aNext || before(n.t, n.id, aNext.t, aNext.id)) pairs.push({ from: x, to: n });
+  }
+  return pairs;
+}
+
+function checkPairs(check: OptionsChecker): void {
+  const value = check.any("ignoredCountryPairs");
+  if (value === undefined) return;
+  if (!Array.isArray(value)) {
+    check.problem(
+      "ignoredCountryPairs",
+      `expected an array of country pairs, got ${describe(value)}`,
+    );
+    return;
+  }
+  value.forEach((pair, i) => {
+    if (
+      !Array.isArray(pair) || pair.length !== 2 ||
+      !pair.every((c) => typeof c === "string" && /^[A-Z]{2}$/.test(c))
+    ) {
+      check.problems.push({
+        path: `${check.at("ignoredCountryPairs")}[${i}]`,
+        message: `expected two ISO country codes such as ["US", "CA"], got ${describe(pair)}`,
+      });
+    }
+  });
+}
+
+/**
+ * Creates an `impossible_travel` detector.
+ *
+ * @example Users only, 500 km/h, a week of learning
+ * ```ts
+ * import { createImpossibleTravel } from "./impossible_travel.ts";
+ * const detector = createImpossibleTravel(
+ *   { scopes: ["user"], maxSpeedKmh: 500, learningDays: 7 },
+ *   { name: "impossible_travel", baseDir: "." },
+ * );
+ * ```
+ */
+export function createImpossibleTravel(
+  options: Partial<Options>,
+  init: DetectorContextInit,
+): Detector {
+  const opts = { ...defaults, ...options };
+  const policy = new LoginPolicy(opts, init.name);
+  const scopes = new Set(opts.scopes);
+  const minKm = opts.minDistanceKm;
+  const maxKmh = opts.maxSpeedKmh;
+  // Calls of a visit are at most `gap` apart, so a call at another place (> minKm away) within
+  // the gap is certainly too fast: minKm / gap > maxKmh.
+  const gap = Math.min(MAX_VISIT_GAP_MS, Math.floor(0.9 * (minKm / maxKmh) * 3_600_000));
+  const ignoredPairs = new Set(opts.ignoredCountryPairs.map((p) => [...p].sort().join("|")));
+  // No two points on Earth are farther apart than half its circumference (20,015 km).
+  const horizonMs = (20_016 / maxKmh) * 3_600_000;
+
+  /** The filter of an impossible pair, in BuffaLogs' order; undefined when it alerts. */
+  function pairFilter(user: string, x: Point, p: Pair, first: number | undefined) {
+    const other = p.from === x ? p.to : p.from;
+    return policy.userFilter(user) ?? (x.f || undefined) ??
+      (policy.isAllowedCountry(x.c) && policy.isAllowedCountry(other.c)
+        ? "allowedCountries"
+        : undefined) ??
+      (opts.ignoreSameCountry && x.c && x.c === other.c ? "ignoreSameCountry" : undefined) ??
+      (x.c && other.c && ignoredPairs.has([x.c, other.c].sort().join("|"))
+        ? "ignoredCountryPairs"
+        : undefined) ??
+      policy.learning(p.to.t, first);
+  }
+
+  /** Keeps the impossible pairs, one per alert key (unfiltered first, then the fastest). */
+  function judge(
+    pairs: Pair[],
+    x: Point,
+    prefix: string,
+    user: string,
+    first: number | undefined,
+  ): Found[] {
+    const found = new Map<string, Found>();
+    for (const p of pairs) {
+      const km = haversineKm(p.from.la, p.from.lo, p.to.la, p.to.lo);
+      if (!(km > minKm)) continue;
+      const ms = p.concurrent ? gap : p.to.t - p.from.t;
+      const kmh = km / (ms === 0 ? 0.001 : ms / 3_600_000);
+      if (!(kmh > maxKmh)) continue;
+      const a = p.from.c || place("", p.from.la, p.from.lo);
+      const b = p.to.c || place("", p.to.la, p.to.lo);
+      const key = `${prefix}|${a < b ? `${a}|${b}` : `${b}|${a}`}|${utcDay(p.to.t)}`;
+      const filter = pairFilter(user, x, p, first);
+      const previous = found.get(key);
+      if (
+        !previous || (previous.filter && !filter) ||
+        (!previous.filter === !filter && kmh > previous.kmh)
+      ) {
+        found.set(key, { ...p, key, km, kmh, filter });
+      }
+    }
+    return [...found.values()];
+  }
+
+  /** Raises (or files as filtered) each key not raised before; returns whether `track` changed. */
+  function raise(
+    found: Found[],
+    track: Track,
+    scope: Scope,
+    subject: string,
+    user: string,
+    account: string,
+    event: NormalizedEvent,
+    context: DetectorContext,
+  ): boolean {
+    let changed = false;
+    for (const f of found) {
+      const done = track.k?.[f.key];
+      if (done === "" || (f.filter && done !== undefined)) continue;
+      const draft = buildDraft(f, scope, subject, user, track);
+      draft.account_id = account;
+      if (f.filter) context.suppress(draft, event, f.filter);
+      else context.alert(draft, event);
+      track.k ??= {};
+      delete track.k[f.key];
+      track.k[f.key] = f.filter ?? "";
+      const keys = Object.keys(track.k);
+      for (let i = 0; i < keys.length - MAX_KEYS; i++) delete track.k[keys[i]];
+      changed = true;
+    }
+    return changed;
+  }
+
+  function buildDraft(
+    f: Found,
+    scope: Scope,
+    subject: string,
+    user: string,
+    track: Track,
+  ): AlertDraft {
+    const span = formatSpan(f.to.t - f.from.t);
+    const km = Math.round(f.km);
+    const kmh = Math.round(f.kmh);
+    const route = `${f.from.c || "?"} → ${f.to.c || "?"}`;
+    const title = scope === "user"
+      ? `Impossible travel for ${user}: ${route}, ${km} km in ${span} (${kmh} km/h)`
+      : `Credential travel: access key ${subject} (${user}) used from ${route}, ${km} km ` +
+        (f.concurrent ? "apart, at both places at once" : `in ${span} (${kmh} km/h)`);
+    return {
+      severity: policy.severity(opts.severity, user),
+      title,
+      time: iso(f.to.t),
+      ip: f.to.ip,
+      user,
+      key: f.key,
+      event_ids: [],
+      details: {
+        scope,
+        access_key_id: scope === "access_key" ? subject : undefined,
+        country: f.to.c || undefined,
+        from: endDetails(f.from),
+        to: endDetails(f.to),
+        distance_km: km,
+        speed_kmh: kmh,
+        concurrent: f.concurrent || undefined,
+        failed_logins: scope === "user" ? track.failed : undefined,
+      },
+    };
+  }
+
+  function pointOf(event: NormalizedEvent, ip: string): Point | undefined {
+    // The pipeline gives places to public IPs only (private, reserved and non-IP sources have
+    // none), unless a custom mapping sets them on purpose.
+    const where = placeOf(event);
+    if (!where) return undefined;
+    return {
+      t: event.time,
+      id: event.event_id,
+      ip,
+      c: where.country,
+      y: where.city,
+      la: where.lat,
+      lo: where.lon,
+      f: policy.loginFilter(ip, event.agent) ?? "",
+    };
+  }
+
+  function remember(track: Track, x: Point): void {
+    if (!track.first || before(x.t, x.id, track.first[0], track.first[1])) {
+      track.first = [x.t, x.id];
+    }
+  }
+
+  /** A user's login; writes the login's day and, when it changed, the user's track. */
+  async function onLogin(
+    key: Deno.KvKey,
+    x: Point,
+    user: string,
+    account: string,
+    event: NormalizedEvent,
+    context: DetectorContext,
+  ): Promise<void> {
+    const { state } = context;
+    const track = await state.get<Track>(key) ?? {};
+    const days = track.d ??= [];
+    // Only logins within the horizon can be too fast for x, or lie between x and such a login.
+    const from = Math.floor((x.t - horizonMs) / DAY_MS);
+    const to = Math.floor((x.t + horizonMs) / DAY_MS);
+    const list: Login[] = [];
+    for (const [day] of days) {
+      if (day < from || day > to) continue;
+      const logins = await state.get<Login[]>([...key, day]);
+      if (logins) list.push(...logins);
+    }
+    const pairs = loginNeighbours(list, x);
+    if (!pairs) return;
+    let changed = false;
+    if (!x.f) {
+      remember(track, x);
+      const day = Math.floor(x.t / DAY_MS);
+      const dayKey = [...key, day];
+      const logins = await state.get<Login[]>(dayKey) ?? [];
+      let at = logins.length;
+      while (at > 0 && before(x.t, x.id, logins[at - 1][0], logins[at - 1][1])) at--;
+      logins.splice(at, 0, [x.t, x.id, x.ip, x.c, x.la, x.lo, x.y]);
+      let i = days.length;
+      while (i > 0 && days[i - 1][0] > day) i--;
+      if (i > 0 && days[i - 1][0] === day) days[i - 1][1] = logins.length;
+      else days.splice(i, 0, [day, logins.length]);
+      // Keep the last maxLogins logins: drop whole days, oldest first, then the oldest logins.
+      let excess = days.reduce((sum, [, count]) => sum + count, 0) - policy.maxLogins;
+      while (excess > 0 && days[0][1] <= excess) {
+        const [oldest, count] = days.shift()!;
+        state.delete([...key, oldest]);
+        excess -= count;
+      }
+      if (excess > 0) {
+        const oldestKey = [...key, days[0][0]];
+        const oldest = days[0][0] === day ? logins : await state.get<Login[]>(oldestKey) ?? [];
+        oldest.splice(0, excess);
+        days[0][1] = oldest.length;
+        if (oldest !== logins) state.set(oldestKey, oldest, { expireIn: policy.expireIn });
+      }
+      if (days.some(([d]) => d === day)) state.set(dayKey, logins, { expireIn: policy.expireIn });
+      changed = true;
+    }
+    const found = judge(pairs, x, `user|${user}`, user, track.first?.[0]);
+    changed = raise(found, track, "user", user, user, account, event, context) || changed;
+    if (changed) state.set(key, track, { expireIn: policy.expireIn });
+  }
+
+  /** Inserts a call into an access key's visits (extending or merging visits of its place). */
+  function insertVisit(visits: Visit[], x: Point): void {
+    const day = Math.floor(x.t / DAY_MS);
+    let merged: Visit | undefined;
+    for (let i = 0; i < visits.length; i++) {
+      const w = visits[i];
+      if (w[7] !== x.la || w[8] !== x.lo || w[6] !== x.c) continue;
+      if (Math.floor(w[0] / DAY_MS) !== day || x.t < w[0] - gap || x.t > w[1] + gap) continue;
+      if (!merged) {
+        merged = w;
+        stretch(w, x.t, x.ip, x.id);
+      } else {
+        stretch(merged, w[0], w[2], w[3]);
+        stretch(merged, w[1], w[4], w[5]);
+        visits.splice(i--, 1);
+      }
+    }
+    if (!merged) visits.push([x.t, x.t, x.ip, x.id, x.ip, x.id, x.c, x.la, x.lo, x.y]);
+    visits.sort((p, q) => p[0] - q[0] || (p[3] < q[3] ? -1 : p[3] > q[3] ? 1 : 0));
+    while (visits.length > opts.maxKeyVisits) {
+      let oldest = 0;
+      for (let i = 1; i < visits.length; i++) if (visits[i][1] < visits[oldest][1]) oldest = i;
+      visits.splice(oldest, 1);
+    }
+  }
+
+  /** A call signed with an access key; returns whether the track changed. */
+  function onCall(
+    track: Track,
+    keyId: string,
+    x: Point,
+    event: NormalizedEvent,
+    context: DetectorContext,
+  ) {
+    const visits = track.v ??= [];
+    const pairs = visitNeighbours(visits, x, gap);
+    if (!pairs) return false;
+    let changed = false;
+    if (!x.f) {
+      remember(track, x);
+      insertVisit(visits, x);
+      track.u = event.username;
+      track.acct ??= keyAccountOf(event);
+      changed = true;
+    }
+    const user = track.u ?? event.username;
+    const account = track.acct ?? keyAccountOf(event);
+    const found = judge(pairs, x, `key|${keyId}`, user, track.first?.[0]);
+    return raise(found, track, "access_key", keyId, user, account, event, context) || changed;
+  }
+
+  async function onFailedLogin(event: NormalizedEvent, context: DetectorContext): Promise<void> {
+    const { account, user } = subjectOf(event);
+    const key = ["user", account, user];
+    const track = await context.state.get<Track>(key) ?? {};
+    policy.noteFailure(track, event);
+    context.state.set(key, track, { expireIn: policy.expireIn });
+  }
+
+  async function onKeyCall(
+    keyId: string,
+    x: Point,
+    event: NormalizedEvent,
+    context: DetectorContext,
+  ): Promise<void> {
+    const key = ["key", keyId];
+    const track = await context.state.get<Track>(key) ?? {};
+    if (onCall(track, keyId, x, event, context)) {
+      const expireIn = keyId.startsWith("ASIA")
+        ? Math.min(policy.expireIn, TEMPORARY_KEY_EXPIRY_MS)
+        : policy.expireIn;
+      context.state.set(key, track, { expireIn });
+    }
+  }
+
+  return {
+    name: init.name,
+    type: "impossible_travel",
+    detect(event: NormalizedEvent, context: DetectorContext): Promise<void> | undefined {
+      // Most events are neither logins nor usable key calls: answer them without a promise.
+      let pending: Promise<void> | undefined;
+      if (scopes.has("user")) {
+        if (event.ip && policy.isLogin(event)) {
+          const x = pointOf(event, event.ip);
+          if (x) {
+            const { account, user } = subjectOf(event);
+            pending = onLogin(["user", account, user], x, user, account, event, context);
+          }
+        } else if (policy.isFailedLogin(event)) pending = onFailedLogin(event, context);
+      }
+      const keyId = event.access_key_id;
+      if (
+        keyId && event.ip && event.lat !== undefined && scopes.has("access_key") &&
+        !event.invoked_by && event.user_type !== "AWSService" &&
+        event.event_type !== "AwsServiceEvent"
+      ) {
+        const x = pointOf(event, event.ip);
+        if (x) {
+          pending = pending
+            ? pending.then(() => onKeyCall(keyId, x, event, context))
+            : onKeyCall(keyId, x, event, context);
+        }
+      }
+      return pending;
+    },
+  };
+}
+
+/** The `impossible_travel` plugin. */
+export const impossibleTravelDetector: DetectorPlugin = {
+  description:
+    "Logins of one user, or calls with one access key, too far apart for the time between them",
+  check(check: OptionsChecker) {
+    checkLoginOptions(check);
+    check.strings("scopes", {
+      nonEmpty: true,
+      each: (s) =>
+        s === "user" || s === "access_key" ? undefined : `expected "user" or "access_key"`,
+    });
+    check.number("minDistanceKm", { min: 0 });
+    const speed = check.number("maxSpeedKmh", { min: 0 });
+    if (speed === 0) check.problem("maxSpeedKmh", "must be greater than 0");
+    check.boolean("ignoreSameCountry");
+    checkPairs(check);
+    check.string("severity", { oneOf: SEVERITIES });
+    check.integer("maxKeyVisits", { min: 2, max: MAX_LOGINS_LIMIT });
+  },
+  create: (options: RawOptions, init) => createImpossibleTravel(options as Partial<Options>, init),
+};
