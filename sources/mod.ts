@@ -12,6 +12,7 @@ import type { Commit, StateStore } from "../core/state.ts";
 import type { OptionsChecker, RawOptions } from "../core/validate.ts";
 import { localSource } from "./local.ts";
 import { s3Source } from "./s3.ts";
+import { sqsSource } from "./sqs.ts";
 
 /** One object to decode: a log file, an S3 object, or records carried by a queue message. */
 export interface SourceObject {
@@ -96,4 +97,5 @@ export interface SourcePlugin {
 export const sources: Record<string, SourcePlugin> = {
   local: localSource,
   s3: s3Source,
+  sqs: sqsSource,
 };
