@@ -47,7 +47,13 @@ export {
   RecordError,
   SourceReadError,
 } from "./core/errors.ts";
-export { Commit, type DetectorState, type Mutation, StateStore } from "./core/state.ts";
+export {
+  Commit,
+  type DetectorState,
+  type Mutation,
+  type SetOptions,
+  StateStore,
+} from "./core/state.ts";
 export {
   type Alert,
   type AlertDraft,

@@ -118,7 +118,7 @@ export function* generateRecords(
     const account = accounts[u % accounts.length];
     const isRole = u % 3 === 0;
     const name = isRole ? `role-${u % 40}` : `user-${u}`;
-    const ip = PUBLIC_IPS[(u + (r() < 0.03 ? Math.floor(r() * 7) : 0)) % PUBLIC_IPS.length];
+    const ip = PUBLIC_IPS[(u + (r() < 0.003 ? 1 + Math.floor(r() * 6) : 0)) % PUBLIC_IPS.length];
     const time = new Date(opts.start + n * opts.gapMs + Math.floor(r() * opts.gapMs)).toISOString()
       .replace(/\.\d{3}Z$/, "Z");
     const login = r() < 0.05;
@@ -133,7 +133,10 @@ export function* generateRecords(
         principalId: `AROA${hexOf(r, 16).toUpperCase()}:${name}-session`,
         arn: `arn:aws:sts::${account}:assumed-role/${name}/${name}-session`,
         accountId: account,
-        accessKeyId: `ASIA${hexOf(r, 16).toUpperCase()}`,
+        // One temporary key per role session (an hour).
+        accessKeyId: `ASIA${
+          ((u * 2654435761) ^ Math.floor((opts.start + n * opts.gapMs) / 3_600_000)) >>> 0
+        }`.padEnd(20, "X"),
         sessionContext: {
           sessionIssuer: {
             type: "Role",
@@ -181,7 +184,7 @@ export function* generateRecords(
         LoginTo:
           "https://console.aws.amazon.com/console/home?hashArgs=%23&isauthcode=true&state=hashArgsFromTB",
         MobileVersion: "No",
-        MFAUsed: r() < 0.7 ? "Yes" : "No",
+        MFAUsed: r() < 0.97 ? "Yes" : "No",
       };
     } else {
       const params: Record<string, unknown> = {

@@ -435,6 +435,12 @@ export class Runtime {
           if (controller.signal.aborted) break;
         }
       }
+      // Lazy detector writes that did not fit an object's last commit.
+      while (cache.lazyCount > 0) {
+        const commit = new Commit();
+        cache.flushLazy(commit);
+        await this.#commit(state, commit);
+      }
     } catch (error) {
       cache.clear();
       state.dedupe.discardPending();
@@ -757,8 +763,8 @@ export class Runtime {
     const mutations = state.cache.dirtyCount + state.dedupe.pendingValues + state.suppressed.size +
       state.chunkMutations;
     const bytes = state.chunkBytes + state.cache.dirtyBytes + state.dedupe.pending * 8;
-    return state.chunkRecords >= CHUNK_RECORDS || mutations >= KV_LIMITS.mutations / 2 ||
-      bytes >= KV_LIMITS.bytes / 2;
+    return state.chunkRecords >= CHUNK_RECORDS || mutations >= KV_LIMITS.mutations - 100 ||
+      bytes >= KV_LIMITS.bytes * 0.6;
   }
 
   /** Moves everything raised since the last commit into a new commit. */

@@ -49,10 +49,10 @@ export class Commit {
   /** Approximate bytes of keys staged so far. */
   keyBytes = 0;
 
-  /** Stages a set; `expireIn` in milliseconds. */
-  set(key: Deno.KvKey, value: unknown, options?: { expireIn?: number }): this {
+  /** Stages a set; `expireIn` in milliseconds; `size` if the caller measured the value. */
+  set(key: Deno.KvKey, value: unknown, options?: { expireIn?: number; size?: number }): this {
     this.mutations.push({ type: "set", key, value, expireIn: options?.expireIn });
-    this.bytes += approximateSize(value);
+    this.bytes += options?.size ?? approximateSize(value);
     this.keyBytes += keySize(key);
     return this;
   }
@@ -106,8 +106,17 @@ export class StateStore {
       const slash = path.lastIndexOf("/");
       if (slash > 0) await Deno.mkdir(path.slice(0, slash), { recursive: true });
     }
-    const kv = await Deno.openKv(path || undefined);
-    return new StateStore(kv, path, options);
+    // Two processes creating the same new KV file at the same instant can see "database is
+    // locked" while SQLite sets it up; it clears within milliseconds.
+    for (let attempt = 1;; attempt++) {
+      try {
+        const kv = await Deno.openKv(path || undefined);
+        return new StateStore(kv, path, options);
+      } catch (error) {
+        if (attempt >= 20 || !/database is locked|busy/i.test(String(error))) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 25 * attempt));
+      }
+    }
   }
 
   /** Reads one value. */
@@ -150,20 +159,46 @@ export class StateStore {
 interface CacheEntry {
   key: Deno.KvKey;
   value: unknown;
-  dirty: boolean;
+  /** clean, dirty (written at the next commit) or lazy (written when an object ends). */
+  state: "clean" | "dirty" | "lazy";
   expireIn?: number;
-  /** Approximate size, tracked while dirty. */
+  /** Size when last measured (0: never). */
   size: number;
+}
+
+/** Options of {@link DetectorState.set}. */
+export interface SetOptions {
+  /** Time to live (ms) from the write. */
+  expireIn?: number;
+  /**
+   * A refresh whose loss would not matter much (e.g. stretching the end of a known visit): it is
+   * written when the object ends (or with the next commit that has room) instead of forcing a
+   * commit. A crash may lose lazy writes made since the object's last commit; never a structural
+   * change, alert or checkpoint.
+   */
+  lazy?: boolean;
 }
 
 /** One detector's view of its state: keys are relative to the detector's namespace. */
 export interface DetectorState {
   /** Reads a value (cached for the pass). */
   get<T>(key: Deno.KvKey): Promise<T | undefined>;
+  /**
+   * The value if it is already in the pass cache (`{value}`, value possibly undefined), else
+   * undefined: lets a hot path skip the promise of {@link DetectorState.get}.
+   */
+  peek<T>(key: Deno.KvKey): { value: T | undefined } | undefined;
   /** Writes a value; it is committed atomically with the alerts of the same chunk. */
-  set(key: Deno.KvKey, value: unknown, options?: { expireIn?: number }): void;
+  set(key: Deno.KvKey, value: unknown, options?: SetOptions): void;
   /** Deletes a value at the next commit. */
   delete(key: Deno.KvKey): void;
+}
+
+/** A cache id for a KV key (strings and numbers kept apart). */
+function keyId(key: Deno.KvKey): string {
+  let id = "";
+  for (const part of key) id += (typeof part === "string" ? "\u0001" : "\u0002") + String(part);
+  return id;
 }
 
 /**
@@ -176,6 +211,7 @@ export class StateCache {
   readonly #limit: number;
   #entries = new Map<string, CacheEntry>();
   #dirty = new Set<string>();
+  #lazy = new Set<string>();
   #dirtyBytes = 0;
 
   /** Caches `store`, keeping at most about `limit` clean entries. */
@@ -184,9 +220,14 @@ export class StateCache {
     this.#limit = limit;
   }
 
-  /** Number of entries waiting to be committed. */
+  /** Number of entries waiting for the next commit (lazy ones not counted). */
   get dirtyCount(): number {
     return this.#dirty.size;
+  }
+
+  /** Number of lazy writes waiting. */
+  get lazyCount(): number {
+    return this.#lazy.size;
   }
 
   /** The namespaced state of one detector. */
@@ -194,34 +235,63 @@ export class StateCache {
     const scoped = (key: Deno.KvKey): Deno.KvKey => ["det", name, ...key];
     return {
       get: (key) => this.get(scoped(key)),
-      set: (key, value, options) => this.set(scoped(key), value, options?.expireIn),
+      peek: (key) => this.peek(scoped(key)),
+      set: (key, value, options) => this.set(scoped(key), value, options?.expireIn, options?.lazy),
       delete: (key) => this.set(scoped(key), undefined),
     };
   }
 
+  /** The cached value of `key` (`{value}`), or undefined when it is not cached. */
+  peek<T>(key: Deno.KvKey): { value: T | undefined } | undefined {
+    const hit = this.#entries.get(keyId(key));
+    return hit ? { value: hit.value as T | undefined } : undefined;
+  }
+
   /** Reads a value through the cache. */
   async get<T>(key: Deno.KvKey): Promise<T | undefined> {
-    const id = JSON.stringify(key);
+    const id = keyId(key);
     const hit = this.#entries.get(id);
     if (hit) return hit.value as T | undefined;
     const value = await this.#store.get<T>(key);
     // A write may have landed while we awaited.
     const raced = this.#entries.get(id);
     if (raced) return raced.value as T | undefined;
-    this.#entries.set(id, { key, value, dirty: false, size: 0 });
+    this.#entries.set(id, { key, value, state: "clean", size: 0 });
     this.#evict();
     return value;
   }
 
-  /** Writes a value (undefined deletes) through the cache. */
-  set(key: Deno.KvKey, value: unknown, expireIn?: number): void {
-    const id = JSON.stringify(key);
-    const previous = this.#entries.get(id);
-    if (previous?.dirty) this.#dirtyBytes -= previous.size;
-    const size = approximateSize(value);
-    this.#dirtyBytes += size;
-    this.#entries.set(id, { key, value, dirty: true, expireIn, size });
-    this.#dirty.add(id);
+  /** Writes a value (undefined deletes) through the cache; `lazy`: see {@link SetOptions}. */
+  set(key: Deno.KvKey, value: unknown, expireIn?: number, lazy = false): void {
+    const id = keyId(key);
+    const entry = this.#entries.get(id);
+    if (entry) {
+      entry.value = value;
+      entry.expireIn = expireIn;
+      // Measured once per commit: detectors keep their values bounded, and a hot key is set on
+      // nearly every event (re-measuring it each time cost more than the detection).
+      if (entry.state === "dirty" || (lazy && entry.state === "lazy")) return;
+      if (lazy) {
+        entry.state = "lazy";
+        this.#lazy.add(id);
+        return;
+      }
+      if (entry.state === "lazy") this.#lazy.delete(id);
+      entry.state = "dirty";
+      // A value written before is counted at its last measured size; a new one is measured once.
+      if (entry.size === 0) entry.size = approximateSize(value);
+      this.#dirtyBytes += entry.size;
+      this.#dirty.add(id);
+      return;
+    }
+    const fresh: CacheEntry = { key, value, state: lazy ? "lazy" : "dirty", expireIn, size: 0 };
+    this.#entries.set(id, fresh);
+    if (lazy) this.#lazy.add(id);
+    else {
+      fresh.size = approximateSize(value);
+      this.#dirtyBytes += fresh.size;
+      this.#dirty.add(id);
+    }
   }
 
   /** Approximate bytes of the dirty values. */
@@ -229,27 +299,41 @@ export class StateCache {
     return this.#dirtyBytes;
   }
 
+  #stage(commit: Commit, entry: CacheEntry): void {
+    if (entry.value === undefined) commit.delete(entry.key);
+    else {
+      entry.size = approximateSize(entry.value);
+      commit.set(entry.key, entry.value, { expireIn: entry.expireIn, size: entry.size });
+    }
+    entry.state = "clean";
+  }
+
   /** Stages every dirty entry into `commit` and marks it clean. */
   flush(commit: Commit): void {
-    for (const id of this.#dirty) {
-      const entry = this.#entries.get(id)!;
-      if (entry.value === undefined) commit.delete(entry.key);
-      else {commit.set(
-          entry.key,
-          entry.value,
-          entry.expireIn ? { expireIn: entry.expireIn } : undefined,
-        );}
-      entry.dirty = false;
-    }
+    for (const id of this.#dirty) this.#stage(commit, this.#entries.get(id)!);
     this.#dirty.clear();
     this.#dirtyBytes = 0;
     this.#evict();
+  }
+
+  /**
+   * Stages the lazy entries that still fit `commit` (at least one, into an empty commit); the
+   * rest wait for the next call.
+   */
+  flushLazy(commit: Commit): void {
+    for (const id of this.#lazy) {
+      const entry = this.#entries.get(id)!;
+      if (commit.size > 0 && !commit.fits(1, entry.size || 1024)) break;
+      this.#stage(commit, entry);
+      this.#lazy.delete(id);
+    }
   }
 
   /** Forgets everything (after a failed commit, the cache may hold uncommitted values). */
   clear(): void {
     this.#entries.clear();
     this.#dirty.clear();
+    this.#lazy.clear();
     this.#dirtyBytes = 0;
   }
 
@@ -258,7 +342,7 @@ export class StateCache {
     let drop = this.#entries.size - Math.floor(this.#limit * 0.75);
     for (const [id, entry] of this.#entries) {
       if (drop <= 0) break;
-      if (entry.dirty) continue;
+      if (entry.state !== "clean") continue;
       this.#entries.delete(id);
       drop--;
     }

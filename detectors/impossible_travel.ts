@@ -546,23 +546,32 @@ export function createImpossibleTravel(
     if (changed) state.set(key, track, { expireIn: policy.expireIn });
   }
 
-  /** Inserts a call into an access key's visits (extending or merging visits of its place). */
-  function insertVisit(visits: Visit[], x: Point): void {
+  /**
+   * Inserts a call into an access key's visits (extending or merging visits of its place);
+   * returns true when only an existing visit was stretched.
+   */
+  function insertVisit(visits: Visit[], x: Point): boolean {
     const day = Math.floor(x.t / DAY_MS);
     let merged: Visit | undefined;
+    let mergedMore = false;
+    let startMoved = false;
     for (let i = 0; i < visits.length; i++) {
       const w = visits[i];
       if (w[7] !== x.la || w[8] !== x.lo || w[6] !== x.c) continue;
       if (Math.floor(w[0] / DAY_MS) !== day || x.t < w[0] - gap || x.t > w[1] + gap) continue;
       if (!merged) {
         merged = w;
+        startMoved = before(x.t, x.id, w[0], w[3]);
         stretch(w, x.t, x.ip, x.id);
       } else {
         stretch(merged, w[0], w[2], w[3]);
         stretch(merged, w[1], w[4], w[5]);
         visits.splice(i--, 1);
+        mergedMore = true;
       }
     }
+    // Only the end of one visit moved: the order of the visits is unchanged.
+    if (merged && !mergedMore && !startMoved) return true;
     if (!merged) visits.push([x.t, x.t, x.ip, x.id, x.ip, x.id, x.c, x.la, x.lo, x.y]);
     visits.sort((p, q) => p[0] - q[0] || (p[3] < q[3] ? -1 : p[3] > q[3] ? 1 : 0));
     while (visits.length > opts.maxKeyVisits) {
@@ -570,31 +579,42 @@ export function createImpossibleTravel(
       for (let i = 1; i < visits.length; i++) if (visits[i][1] < visits[oldest][1]) oldest = i;
       visits.splice(oldest, 1);
     }
+    return false;
   }
 
-  /** A call signed with an access key; returns whether the track changed. */
+  /**
+   * A call signed with an access key; returns how the track changed: not at all, only a known
+   * visit stretched (a lazy write: most calls), or in structure (a new visit, an alert).
+   */
   function onCall(
     track: Track,
     keyId: string,
     x: Point,
     event: NormalizedEvent,
     context: DetectorContext,
-  ) {
+  ): "none" | "lazy" | "write" {
     const visits = track.v ??= [];
     const pairs = visitNeighbours(visits, x, gap);
-    if (!pairs) return false;
-    let changed = false;
+    if (!pairs) return "none";
+    let change: "none" | "lazy" | "write" = "none";
     if (!x.f) {
+      const first = track.first;
+      const stretched = insertVisit(visits, x);
       remember(track, x);
-      insertVisit(visits, x);
+      const account = track.acct ?? keyAccountOf(event);
+      change = stretched && track.first === first && track.u === event.username &&
+          track.acct === account
+        ? "lazy"
+        : "write";
       track.u = event.username;
-      track.acct ??= keyAccountOf(event);
-      changed = true;
+      track.acct = account;
     }
     const user = track.u ?? event.username;
     const account = track.acct ?? keyAccountOf(event);
     const found = judge(pairs, x, `key|${keyId}`, user, track.first?.[0]);
-    return raise(found, track, "access_key", keyId, user, account, event, context) || changed;
+    return raise(found, track, "access_key", keyId, user, account, event, context)
+      ? "write"
+      : change;
   }
 
   async function onFailedLogin(event: NormalizedEvent, context: DetectorContext): Promise<void> {
@@ -605,20 +625,39 @@ export function createImpossibleTravel(
     context.state.set(key, track, { expireIn: policy.expireIn });
   }
 
-  async function onKeyCall(
+  function callWithTrack(
+    key: Deno.KvKey,
+    track: Track,
     keyId: string,
     x: Point,
     event: NormalizedEvent,
     context: DetectorContext,
-  ): Promise<void> {
-    const key = ["key", keyId];
-    const track = await context.state.get<Track>(key) ?? {};
-    if (onCall(track, keyId, x, event, context)) {
+  ): void {
+    const change = onCall(track, keyId, x, event, context);
+    if (change !== "none") {
       const expireIn = keyId.startsWith("ASIA")
         ? Math.min(policy.expireIn, TEMPORARY_KEY_EXPIRY_MS)
         : policy.expireIn;
-      context.state.set(key, track, { expireIn });
+      context.state.set(key, track, { expireIn, lazy: change === "lazy" });
     }
+  }
+
+  /** A call signed with an access key: synchronous when the key's track is in the pass cache. */
+  function onKeyCall(
+    keyId: string,
+    x: Point,
+    event: NormalizedEvent,
+    context: DetectorContext,
+  ): Promise<void> | undefined {
+    const key = ["key", keyId];
+    const cached = context.state.peek<Track>(key);
+    if (cached) {
+      callWithTrack(key, cached.value ?? {}, keyId, x, event, context);
+      return undefined;
+    }
+    return context.state.get<Track>(key).then((track) =>
+      callWithTrack(key, track ?? {}, keyId, x, event, context)
+    );
   }
 
   return {

@@ -27,6 +27,7 @@ export function createJsonlSink(options: Partial<Options>, context: SinkContext)
   return {
     name: context.name,
     type: "jsonl",
+    maxBatch: 500,
     async send(alerts) {
       try {
         if (!file) {

@@ -29,6 +29,11 @@ export interface Sink {
   send(alerts: Alert[]): Promise<void>;
   /** Checks that the receiver is reachable; resolves with a short description, throws if not. */
   healthcheck(): Promise<string>;
+  /**
+   * How many alerts one `send` may carry when the route does not group (default 1: one message
+   * per alert, as webhooks expect). Local sinks (files, stdout) take many at once.
+   */
+  readonly maxBatch?: number;
   /** Frees resources (open files). */
   close?(): Promise<void>;
 }

@@ -109,6 +109,9 @@ export interface DeliveryReport {
   pending: number;
 }
 
+/** Delivered alerts removed from the outbox per KV commit. */
+const DELETE_BATCH = 200;
+
 let sequence = 0;
 function nextSeq(): number {
   sequence = (sequence + 1) % 1000;
@@ -204,22 +207,46 @@ export class Outbox {
     }
     const batches = route.group
       ? groupEntries(due, this.#options.maxGroupSize)
-      : due.map((e) => [e]);
+      : chunk(due, route.sink.maxBatch ?? 1);
+    const delivered: Deno.KvEntry<PendingEntry>[] = [];
     let failing = false;
-    for (const batch of batches) {
-      if (failing || signal?.aborted) {
-        report.pending += batch.length;
-        continue;
+    try {
+      for (const batch of batches) {
+        if (failing || signal?.aborted) {
+          report.pending += batch.length;
+          continue;
+        }
+        failing = !(await this.#send(route, batch, report, delivered, signal));
+        if (delivered.length >= DELETE_BATCH) await this.#removeDelivered(route, delivered);
       }
-      failing = !(await this.#send(route, batch, report, signal));
+    } finally {
+      await this.#removeDelivered(route, delivered);
     }
   }
 
-  /** Sends one message; false when the sink failed with a retryable error. */
+  /**
+   * Removes delivered alerts from the outbox, many per KV commit. A crash before this means those
+   * alerts are sent once more, with the same idempotency key; never lost.
+   */
+  async #removeDelivered(route: Route, delivered: Deno.KvEntry<PendingEntry>[]): Promise<void> {
+    while (delivered.length > 0) {
+      const part = delivered.splice(0, DELETE_BATCH);
+      const commit = this.#store.kv.atomic();
+      for (const e of part) commit.delete(e.key);
+      const result = await commit.commit();
+      if (!result.ok) throw new Error(`cannot remove delivered alerts of sink ${route.sink.name}`);
+    }
+  }
+
+  /**
+   * Sends one message; on success the entries go to `delivered` (removed in batches); false when
+   * the sink failed with a retryable error.
+   */
   async #send(
     route: Route,
     batch: Deno.KvEntry<PendingEntry>[],
     report: DeliveryReport,
+    delivered: Deno.KvEntry<PendingEntry>[],
     signal?: AbortSignal,
   ): Promise<boolean> {
     const alerts = batch.map((e) => e.value.alert);
@@ -250,11 +277,8 @@ export class Outbox {
         await this.#failed(route, batch, tries, error, report);
         return !retryable;
       }
-      // Taken: remove it for this sink. A crash before this commit means one resend, same key.
-      const commit = this.#store.kv.atomic();
-      for (const e of batch) commit.delete(e.key);
-      const result = await commit.commit();
-      if (!result.ok) throw new Error(`cannot remove delivered alerts of sink ${route.sink.name}`);
+      // Taken: removed for this sink with the next batch of deletes.
+      delivered.push(...batch);
       report.delivered += batch.length;
       return true;
     }
@@ -392,4 +416,10 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     const timer = setTimeout(done, ms);
     signal?.addEventListener("abort", done, { once: true });
   });
+}
+
+function chunk<T>(items: T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
 }

@@ -38,6 +38,7 @@ export function createStdoutSink(options: Partial<Options>, context: SinkContext
   return {
     name: context.name,
     type: "stdout",
+    maxBatch: 500,
     send(alerts) {
       const text = alerts.map((
         a,

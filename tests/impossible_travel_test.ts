@@ -139,6 +139,7 @@ class Harness {
     this.#context = {
       state: {
         get: (key) => state.get(key),
+        peek: (key) => state.peek(key),
         set: (key, value, options) => {
           this.writes++;
           state.set(key, value, options);
@@ -579,6 +580,7 @@ Deno.test("credential travel keeps temporary keys' state for 3 days and long-ter
     const context: DetectorContext = {
       state: {
         get: (k) => cache.get(k),
+        peek: (k) => cache.peek(k),
         set: (k, v, o) => {
           sets.push([k, o?.expireIn]);
           cache.set(k, v, o);

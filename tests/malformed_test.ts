@@ -33,10 +33,16 @@ async function writeCorpus(dir: string): Promise<number> {
     "corpus/01-zero-byte.json": new Uint8Array(0),
     "corpus/02-truncated.json.gz": trailFile([ctRecord(), ctRecord()]).slice(0, 50),
     "corpus/03-garbage-trailer.json.gz": new Uint8Array([...goodGz, ...encoder.encode("GARBAGE!")]),
-    "corpus/04-binary.json": new Uint8Array(Array.from({ length: 4096 }, (_, i) => (i * 7919 + 13) % 256)),
+    "corpus/04-binary.json": new Uint8Array(
+      Array.from({ length: 4096 }, (_, i) => (i * 7919 + 13) % 256),
+    ),
     "corpus/05-invalid-start.json": "}{" + json({ Records: [ctRecord()] }),
-    "corpus/06-invalid-middle.json": `{"Records":[${json(good(1)[0])},{"eventName": tru},${json(good(1)[0])}]}`,
-    "corpus/07-invalid-end.json": `{"Records":[${json(good(1)[0])},${json(good(1)[0])},{"eventTime": "2026-`,
+    "corpus/06-invalid-middle.json": `{"Records":[${json(good(1)[0])},{"eventName": tru},${
+      json(good(1)[0])
+    }]}`,
+    "corpus/07-invalid-end.json": `{"Records":[${json(good(1)[0])},${
+      json(good(1)[0])
+    },{"eventTime": "2026-`,
     "corpus/08-records-not-array.json": json({ Records: { eventName: "x" } }),
     "corpus/09-not-objects.json": json({ Records: [1, "text", null, [ctRecord()], ...good(1)] }),
     "corpus/10-missing-fields.json": json({ Records: [noTime, noName, ...good(1)] }),
@@ -66,7 +72,9 @@ async function writeCorpus(dir: string): Promise<number> {
   // 13: nesting 100,000 levels deep inside a record.
   await Deno.writeTextFile(
     `${dir}/corpus/13-deep.json`,
-    `{"Records":[{"eventName":"x","deep":${"[".repeat(100_000)}${"]".repeat(100_000)}},${json(good(1)[0])}]}`,
+    `{"Records":[{"eventName":"x","deep":${"[".repeat(100_000)}${"]".repeat(100_000)}},${
+      json(good(1)[0])
+    }]}`,
   );
   // 15: a gzip bomb: a few KB expanding past the bomb source's 4 MB cap.
   await Deno.mkdir(`${dir}/bomb`, { recursive: true });
@@ -96,7 +104,17 @@ Deno.test("malformed corpus: every bad object or record is reported, the valid o
       }),
     );
     const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", `${ROOT}/main.ts`, "ingest", "--once", "--config", `${tmp.path}/config.json`, "--summary", `${tmp.path}/summary.json`],
+      args: [
+        "run",
+        "-A",
+        `${ROOT}/main.ts`,
+        "ingest",
+        "--once",
+        "--config",
+        `${tmp.path}/config.json`,
+        "--summary",
+        `${tmp.path}/summary.json`,
+      ],
       env: { TRAILWATCH_LOG: "warn", NO_COLOR: "1" },
       stdout: "null",
       stderr: "piped",
@@ -140,7 +158,10 @@ Deno.test("malformed corpus: every bad object or record is reported, the valid o
     expect("09-not-objects.json", /record 4 .*not an object \(got an array\)/);
     expect("10-missing-fields.json", /record 1 .*missing eventTime/);
     expect("10-missing-fields.json", /record 2 .*missing eventName/);
-    expect("11-wrong-types.json", /record 1 .*eventTime: expected an ISO 8601 string, got 1763452800/);
+    expect(
+      "11-wrong-types.json",
+      /record 1 .*eventTime: expected an ISO 8601 string, got 1763452800/,
+    );
     expect("11-wrong-types.json", /record 2 .*sourceIPAddress: expected a string, got an object/);
     expect("11-wrong-types.json", /record 3 .*userIdentity: expected an object, got null/);
     expect("12-huge-string.json", /record 2 .*exceeds/);
@@ -190,9 +211,17 @@ Deno.test("malformed corpus: __proto__, constructor and prototype keys pollute n
     assert.throws(
       () =>
         resolveConfig({
-          sources: { logs: { type: "local", path: "x", customMapping: { username: "userIdentity.__proto__.isAdmin" } } },
+          sources: {
+            logs: {
+              type: "local",
+              path: "x",
+              customMapping: { username: "userIdentity.__proto__.isAdmin" },
+            },
+          },
         }, "/"),
-      (error: unknown) => error instanceof ConfigError && /custom_mapping|customMapping/.test(error.message) && /__proto__/.test(error.message),
+      (error: unknown) =>
+        error instanceof ConfigError && /custom_mapping|customMapping/.test(error.message) &&
+        /__proto__/.test(error.message),
     );
   } finally {
     store.close();
@@ -205,7 +234,9 @@ Deno.test("malformed corpus: a valid root login next to the bad ones raises its 
   const store = await StateStore.open(":memory:");
   try {
     await writeFiles(tmp.path, {
-      "logs/mixed.json": JSON.stringify({ Records: [17, rootLogin({ eventID: "ok-1" }), { eventName: "x" }] }),
+      "logs/mixed.json": JSON.stringify({
+        Records: [17, rootLogin({ eventID: "ok-1" }), { eventName: "x" }],
+      }),
     });
     const config = resolveConfig({
       sources: { logs: { type: "local", path: `${tmp.path}/logs` } },
@@ -217,7 +248,9 @@ Deno.test("malformed corpus: a valid root login next to the bad ones raises its 
     await runtime.close();
     assert.equal(summary.events, 1);
     assert.equal(summary.events_failed, 2);
-    const alerts = (await Deno.readTextFile(`${tmp.path}/alerts.jsonl`)).trim().split("\n").map((l) => JSON.parse(l));
+    const alerts = (await Deno.readTextFile(`${tmp.path}/alerts.jsonl`)).trim().split("\n").map((
+      l,
+    ) => JSON.parse(l));
     assert.deepEqual(alerts.map((a) => a.event_ids), [["ok-1"]]);
   } finally {
     store.close();
