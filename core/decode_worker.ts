@@ -5,7 +5,7 @@
  *
  * Protocol (main → worker): `init`, `start`, `data` (bytes, transferred), `end`, `ack` (a batch
  * was consumed), `cancel`. Worker → main: `ready` | `failed`, `want` (send the next chunk),
- * `batch`, `done`, `error`. A worker asks for input only while fewer than `MAX_UNACKED`
+ * `batch`, `done`, `error`. A worker asks for input only while less than `MAX_UNACKED_BYTES`
  * of its batches wait on the main thread, so memory stays bounded.
  *
  * @module
@@ -24,7 +24,7 @@ import { packPrepared, Preparer } from "./prepare.ts";
 import type { FromWorker, ToWorker } from "./workers.ts";
 
 /** Batches a worker may have outstanding before it waits for the main thread. */
-const MAX_UNACKED = 6;
+const MAX_UNACKED_BYTES = 16 * 1024 * 1024;
 /** Input chunks asked for ahead, so the worker rarely waits for the main thread's reads. */
 const INPUT_AHEAD = 3;
 
@@ -32,6 +32,8 @@ interface Job {
   id: number;
   decoder: ObjectDecoder;
   preparer: Preparer;
+  /** Sizes of the batches posted and not yet taken, oldest first, and their sum. */
+  sizes: number[];
   unacked: number;
   /** Input chunks not asked for because too many batches wait. */
   owed: number;
@@ -49,12 +51,14 @@ function post(message: FromWorker): void {
 
 function send(current: Job, records: DecodedRecord[]): void {
   if (records.length === 0) return;
-  current.unacked++;
-  post({ t: "batch", job: current.id, batch: packPrepared(current.preparer.decoded(records)) });
+  const packed = packPrepared(current.preparer.decoded(records));
+  current.sizes.push(packed.rows.length);
+  current.unacked += packed.rows.length;
+  post({ t: "batch", job: current.id, batch: packed });
 }
 
 function askForMore(current: Job): void {
-  if (current.unacked < MAX_UNACKED) post({ t: "want", job: current.id, n: 1 });
+  if (current.unacked < MAX_UNACKED_BYTES) post({ t: "want", job: current.id, n: 1 });
   else current.owed++;
 }
 
@@ -100,6 +104,7 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
         id: message.job,
         decoder: new ObjectDecoder(message.object, message.decode),
         preparer: new Preparer(detectors, { mapping, insight: message.insight }),
+        sizes: [],
         unacked: 0,
         owed: 0,
       };
@@ -140,8 +145,8 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
     case "ack": {
       const current = job;
       if (!current || current.id !== message.job) return;
-      current.unacked--;
-      if (current.owed > 0 && current.unacked < MAX_UNACKED) {
+      current.unacked -= current.sizes.shift() ?? 0;
+      if (current.owed > 0 && current.unacked < MAX_UNACKED_BYTES) {
         post({ t: "want", job: current.id, n: current.owed });
         current.owed = 0;
       }

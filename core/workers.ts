@@ -9,6 +9,7 @@
  * @module
  */
 
+import { setImmediate } from "node:timers";
 import type { SourceObject } from "../sources/mod.ts";
 import type { SourceConfig } from "./config.ts";
 import type { DecodeOptions } from "./decode.ts";
@@ -56,6 +57,9 @@ export type FromWorker =
     decode?: { object: string; offset: number; reason: string };
     message: string;
   };
+
+/** Bytes of input gathered into one message to a worker. */
+const FEED_BYTES = 256 * 1024;
 
 interface Slot {
   worker: Worker;
@@ -149,18 +153,36 @@ export class DecodeJob {
       while (this.#credits > 0 && !this.#finished) {
         this.#credits--;
         this.#reader ??= (await this.object.open!(this.#signal)).getReader();
-        const { value, done } = await this.#reader.read();
-        if (this.#finished) return;
+        // Gather reads into one message of ~256 KiB: each message costs a turn of the main
+        // thread's event loop, which is busy with the stateful detectors.
+        const parts: Uint8Array[] = [];
+        let size = 0;
+        let done = false;
+        while (size < FEED_BYTES) {
+          const read = await this.#reader.read();
+          if (this.#finished) return;
+          if (read.done) {
+            done = true;
+            break;
+          }
+          parts.push(read.value);
+          size += read.value.byteLength;
+        }
+        if (size > 0) {
+          const bytes = new Uint8Array(size);
+          let at = 0;
+          for (const part of parts) {
+            bytes.set(part, at);
+            at += part.byteLength;
+          }
+          this.#slot?.worker.postMessage({ t: "data", job: this.id, bytes } satisfies ToWorker, [
+            bytes.buffer,
+          ]);
+        }
         if (done) {
           this.#post({ t: "end", job: this.id });
           return;
         }
-        // Transfer the bytes; copy views of shared buffers (SDK streams pool their memory).
-        const whole = value.byteOffset === 0 && value.byteLength === value.buffer.byteLength;
-        const bytes = whole ? value : value.slice();
-        this.#slot?.worker.postMessage({ t: "data", job: this.id, bytes } satisfies ToWorker, [
-          bytes.buffer as ArrayBuffer,
-        ]);
       }
     } catch (error) {
       this.#error = error;
@@ -200,6 +222,9 @@ export class DecodeJob {
         if (batch) {
           this.#post({ t: "ack", job: this.id });
           yield unpackPrepared(batch);
+          // Let the event loop run between batches (worker messages, reads of the objects'
+          // bytes): resolved promises alone never give it a turn, and the workers would starve.
+          await new Promise((resolve) => setImmediate(resolve));
           continue;
         }
         if (this.#error !== undefined) throw this.#error;

@@ -191,7 +191,8 @@ export function utcDay(time: number): string {
 
 /** ISO 8601 text of an epoch-ms time. */
 export function iso(time: number): string {
-  return new Date(time).toISOString();
+  // CloudTrail writes whole seconds ("2026-11-18T09:32:40Z"); keep alert times in that form.
+  return new Date(time).toISOString().replace(".000Z", "Z");
 }
 
 /** Whether login (t1, id1) comes before (t2, id2): by time, then event id (a total order). */

@@ -162,7 +162,7 @@ Deno.test("new_country: the first login never alerts, a second country alerts on
     const [alert] = h.alerts;
     assert.equal(alert.severity, "medium");
     assert.equal(alert.title, "Login from a new country for alice: BR");
-    assert.equal(alert.time, new Date(day(2)).toISOString());
+    assert.equal(alert.time, day(2).replace(".000Z", "Z"));
     assert.equal(alert.ip, "200.147.67.142");
     assert.deepEqual(alert.details.known_countries, ["GB"]);
     assert.equal(alert.details.event_id, br.eventID);
