@@ -28,21 +28,11 @@ import { setLogLevel } from "../core/log.ts";
 import { Runtime } from "../core/pipeline.ts";
 import { StateStore } from "../core/state.ts";
 import { type GeoInfo, type GeoProvider, staticGeoProvider } from "../mapping/geo.ts";
+import { seeded } from "./dataset.ts";
 
 const PER_FILE = 10_000;
 const USERS = 2000;
 const ROLES = 300;
-
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const COUNTRIES: [string, number, number][] = [
   ["US", 39.0, -77.5],

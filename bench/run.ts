@@ -20,6 +20,7 @@
 import { parseArgs } from "node:util";
 import { gunzipSync } from "node:zlib";
 import { trailFile, writeBigObject } from "./dataset.ts";
+import { watchPeakRss } from "./rss.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname.replace(/\/$/, "");
 const CACHE = `${ROOT}/.trailwatch/bench`;
@@ -118,18 +119,9 @@ async function ingest(path: string, workers: number): Promise<IngestResult> {
       stdout: "null",
       stderr: "piped",
     }).spawn();
-    let peak = 0;
-    const poll = setInterval(() => {
-      try {
-        const status = Deno.readTextFileSync(`/proc/${child.pid}/status`);
-        const hwm = /VmHWM:\s+(\d+) kB/.exec(status);
-        if (hwm) peak = Math.max(peak, Number(hwm[1]) / 1024);
-      } catch {
-        // exited
-      }
-    }, 25);
+    const stopWatching = watchPeakRss(child.pid);
     const output = await child.output();
-    clearInterval(poll);
+    const peak = stopWatching();
     if (output.code !== 0) {
       throw new Error(
         `ingest exited ${output.code}: ${new TextDecoder().decode(output.stderr).slice(-2000)}`,

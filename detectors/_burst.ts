@@ -10,6 +10,7 @@
  * @module
  */
 
+import { parseDuration } from "../core/validate.ts";
 import type { DetectorState } from "../core/state.ts";
 
 /** One hit: epoch ms, event id, and a short detail (an IP, a user, an action). */
@@ -98,4 +99,27 @@ export function formatWindow(ms: number): string {
   if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
   if (ms % 60_000 === 0) return `${ms / 60_000}m`;
   return `${Math.round(ms / 1000)}s`;
+}
+
+/** Parses a detector's `window` option; throws a RangeError naming the detector if invalid. */
+export function windowOption(type: string, window: string | number): number {
+  const ms = parseDuration(window);
+  if (ms === undefined || ms <= 0) {
+    throw new RangeError(`${type}: window must be a positive duration, got ${window}`);
+  }
+  return ms;
+}
+
+/** The details every burst alert carries: threshold, window and the burst's first/last hit. */
+export function burstFacts(
+  burst: Burst,
+  threshold: number,
+  windowMs: number,
+): Record<string, unknown> {
+  return {
+    threshold,
+    window_seconds: windowMs / 1000,
+    first: new Date(burst.first).toISOString(),
+    last: new Date(burst.last).toISOString(),
+  };
 }

@@ -9,10 +9,11 @@
  */
 
 import UAParser from "ua-parser-js";
-import type { NormalizedEvent, Severity } from "../core/types.ts";
+import type { AlertDraft, NormalizedEvent, Severity } from "../core/types.ts";
 import { SEVERITIES } from "../core/types.ts";
 import { type OptionsChecker, parseDuration } from "../core/validate.ts";
 import { IpSet } from "../mapping/ip.ts";
+import type { Detector, DetectorContext, DetectorContextInit } from "./mod.ts";
 
 /** One UTC day in milliseconds. */
 export const DAY_MS = 86_400_000;
@@ -296,6 +297,131 @@ export class LoginPolicy {
       profile.lastFailed = event.time;
     }
   }
+
+  /** Counts a failed login in the profile stored at `key` (created by `empty` if missing). */
+  async countFailure<P extends ProfileBase>(
+    context: DetectorContext,
+    key: Deno.KvKey,
+    event: NormalizedEvent,
+    empty: () => P,
+  ): Promise<void> {
+    const profile = await context.state.get<P>(key) ?? empty();
+    this.noteFailure(profile, event);
+    context.state.set(key, profile, { expireIn: this.expireIn });
+  }
+
+  /**
+   * Raises `draft`, or records it as suppressed by the first filter that applies, in BuffaLogs'
+   * order: the user filters, the login's own filter (`ignoredIps`, `ignoreMobile`),
+   * `allowedCountries`, the learning period (from the user's first login).
+   */
+  decide(
+    context: DetectorContext,
+    event: NormalizedEvent,
+    draft: AlertDraft,
+    why: { user: string; login?: string; country?: string; time: number; first?: number },
+  ): void {
+    const stop = this.userFilter(why.user) ?? (why.login || undefined) ??
+      (this.isAllowedCountry(why.country) ? "allowedCountries" : undefined) ??
+      this.learning(why.time, why.first);
+    if (stop) context.suppress(draft, event, stop);
+    else context.alert(draft, event);
+  }
+
+  /**
+   * A detector that sees only logins: `handle(event, context, login)` gets successful logins
+   * (`login` true) and failed ones (false); every other event is answered without a promise.
+   */
+  detector(
+    type: string,
+    handle: (event: NormalizedEvent, context: DetectorContext, login: boolean) => Promise<void>,
+  ): Detector {
+    return {
+      name: this.name,
+      type,
+      detect: (event, context) => {
+        const login = this.isLogin(event);
+        if (!login && !this.isFailedLogin(event)) return undefined;
+        return handle(event, context, login);
+      },
+    };
+  }
+}
+
+/** How a first-seen detector (new_country, new_device) observes logins. */
+export interface FirstSeenKind {
+  /** Plugin type. */
+  type: string;
+  /** Severity option default. */
+  severity: Severity;
+  /** The attribute a login is observed by (country, device fingerprint); undefined skips it. */
+  valueOf(event: NormalizedEvent): string | undefined;
+  /** What is remembered of the login that first showed a value. */
+  seenOf(event: NormalizedEvent): Seen;
+  /** The alert's title. */
+  title(user: string, value: string): string;
+  /** The alert's details (besides `event_id` and `failed_logins`). */
+  details(
+    value: string,
+    first: Seen,
+    others: string[],
+    event: NormalizedEvent,
+  ): Record<string, unknown>;
+  /** The country `allowedCountries` is checked against. */
+  countryOf(value: string, first: Seen): string | undefined;
+}
+
+/**
+ * Creates a first-seen detector: an alert when a user logs in with a value (a country, a device)
+ * never seen for them; the user's first login never alerts.
+ */
+export function createFirstSeen(
+  kind: FirstSeenKind,
+  options: Partial<LoginOptions & { severity: Severity }>,
+  init: DetectorContextInit,
+): Detector {
+  const severity = options.severity ?? kind.severity;
+  const policy = new LoginPolicy(options, init.name);
+  return policy.detector(kind.type, async (event, context, login) => {
+    const { account, user } = subjectOf(event);
+    const key = ["user", account, user];
+    const empty = (): FirstSeenProfile => ({ seen: {} });
+    if (!login) return policy.countFailure(context, key, event, empty);
+    const value = kind.valueOf(event);
+    if (value === undefined) return;
+    const profile = await context.state.get<FirstSeenProfile>(key) ?? empty();
+    const seen = kind.seenOf(event);
+    const filter = policy.loginFilter(event.ip, event.agent);
+    if (filter) seen.f = filter;
+    const { changed, raise } = observeFirstSeen(profile, value, seen, policy.maxLogins);
+    if (!changed) return;
+    context.state.set(key, profile, { expireIn: policy.expireIn });
+    for (const [found, first] of raise) {
+      const others = Object.keys(profile.seen).filter((v) => v !== found).sort();
+      const draft: AlertDraft = {
+        severity: policy.severity(severity, user),
+        title: kind.title(user, found),
+        time: iso(first.t),
+        ip: first.ip,
+        user,
+        account_id: account,
+        key: `${user}|${found}`,
+        event_ids: [],
+        details: {
+          ...kind.details(found, first, others, event),
+          event_id: first.id,
+          failed_logins: profile.failed,
+        },
+      };
+      policy.decide(context, event, draft, {
+        user,
+        login: first.f,
+        country: kind.countryOf(found, first),
+        time: first.t,
+        first: profile.first?.[0],
+      });
+    }
+  });
 }
 
 /** The first login seen with one attribute value (a country, a device fingerprint). */

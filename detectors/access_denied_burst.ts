@@ -8,11 +8,10 @@
  * @module
  */
 
-import { parseDuration } from "../core/validate.ts";
 import type { OptionsChecker, RawOptions } from "../core/validate.ts";
 import type { NormalizedEvent, Severity } from "../core/types.ts";
 import { SEVERITIES } from "../core/types.ts";
-import { countHit, distinctDetails, formatWindow } from "./_burst.ts";
+import { burstFacts, countHit, distinctDetails, formatWindow, windowOption } from "./_burst.ts";
 import type { Detector, DetectorContext, DetectorContextInit, DetectorPlugin } from "./mod.ts";
 
 /** Options of `access_denied_burst`. */
@@ -56,12 +55,7 @@ export function createAccessDeniedBurst(
   init: DetectorContextInit,
 ): Detector {
   const opts = { ...defaults, ...options };
-  const windowMs = parseDuration(opts.window);
-  if (windowMs === undefined || windowMs <= 0) {
-    throw new RangeError(
-      `access_denied_burst: window must be a positive duration, got ${opts.window}`,
-    );
-  }
+  const windowMs = windowOption("access_denied_burst", opts.window);
   const ignored = new Set(opts.ignoredPrincipals);
   const threshold = opts.threshold;
   const span = formatWindow(windowMs);
@@ -89,10 +83,7 @@ export function createAccessDeniedBurst(
         details: {
           principal,
           denied: burst.hits.length,
-          threshold,
-          window_seconds: windowMs / 1000,
-          first: new Date(burst.first).toISOString(),
-          last: new Date(burst.last).toISOString(),
+          ...burstFacts(burst, threshold, windowMs),
           actions: distinctDetails(burst.hits),
           error_code: event.error_code,
         },

@@ -169,22 +169,16 @@ export async function createAnonymousIp(
         failed_logins: profile.failed,
       },
     };
-    const stop = policy.userFilter(user) ?? policy.loginFilter(event.ip, event.agent) ??
-      (policy.isAllowedCountry(event.country) ? "allowedCountries" : undefined) ??
-      policy.learning(event.time, profile.first[0]);
-    if (stop) context.suppress(draft, event, stop);
-    else context.alert(draft, event);
+    policy.decide(context, event, draft, {
+      user,
+      login: policy.loginFilter(event.ip, event.agent),
+      country: event.country,
+      time: event.time,
+      first: profile.first[0],
+    });
   }
 
-  return {
-    name: init.name,
-    type: "anonymous_ip",
-    detect(event: NormalizedEvent, context: DetectorContext): Promise<void> | undefined {
-      const login = policy.isLogin(event);
-      if (!login && !policy.isFailedLogin(event)) return undefined;
-      return handle(event, context, login);
-    },
-  };
+  return policy.detector("anonymous_ip", handle);
 }
 
 /** The `anonymous_ip` plugin (off unless configured: it needs `lists`). */

@@ -109,12 +109,7 @@ export function createAtypicalCountry(
   ): Promise<void> {
     const { account, user } = subjectOf(event);
     const key = ["user", account, user];
-    if (!login) {
-      const profile = await context.state.get<AtypicalProfile>(key) ?? { c: {} };
-      policy.noteFailure(profile, event);
-      context.state.set(key, profile, { expireIn: policy.expireIn });
-      return;
-    }
+    if (!login) return policy.countFailure(context, key, event, (): AtypicalProfile => ({ c: {} }));
     const country = event.country;
     if (!country || !event.ip) return;
     const profile = await context.state.get<AtypicalProfile>(key) ?? { c: {} };
@@ -179,23 +174,17 @@ export function createAtypicalCountry(
           failed_logins: profile.failed,
         },
       };
-      const stop = policy.userFilter(user) ?? (filter || undefined) ??
-        (policy.isAllowedCountry(country) ? "allowedCountries" : undefined) ??
-        policy.learning(loginTime, profile.first[0]);
-      if (stop) context.suppress(draft, event, stop);
-      else context.alert(draft, event);
+      policy.decide(context, event, draft, {
+        user,
+        login: filter,
+        country,
+        time: loginTime,
+        first: profile.first[0],
+      });
     }
   }
 
-  return {
-    name: init.name,
-    type: "atypical_country",
-    detect(event: NormalizedEvent, context: DetectorContext): Promise<void> | undefined {
-      const login = policy.isLogin(event);
-      if (!login && !policy.isFailedLogin(event)) return undefined;
-      return handle(event, context, login);
-    },
-  };
+  return policy.detector("atypical_country", handle);
 }
 
 /** The `atypical_country` plugin. */

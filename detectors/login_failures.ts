@@ -7,11 +7,10 @@
  * @module
  */
 
-import { parseDuration } from "../core/validate.ts";
 import type { OptionsChecker, RawOptions } from "../core/validate.ts";
 import type { NormalizedEvent, Severity } from "../core/types.ts";
 import { SEVERITIES } from "../core/types.ts";
-import { countHit, distinctDetails, formatWindow } from "./_burst.ts";
+import { burstFacts, countHit, distinctDetails, formatWindow, windowOption } from "./_burst.ts";
 import type { Detector, DetectorContext, DetectorContextInit, DetectorPlugin } from "./mod.ts";
 
 /** What failures are grouped by. */
@@ -51,12 +50,7 @@ export function createConsoleLoginFailures(
   init: DetectorContextInit,
 ): Detector {
   const opts = { ...defaults, ...options };
-  const windowMs = parseDuration(opts.window);
-  if (windowMs === undefined || windowMs <= 0) {
-    throw new RangeError(
-      `console_login_failures: window must be a positive duration, got ${opts.window}`,
-    );
-  }
+  const windowMs = windowOption("console_login_failures", opts.window);
   const by = new Set(opts.by);
   const threshold = opts.threshold;
   const span = formatWindow(windowMs);
@@ -67,58 +61,45 @@ export function createConsoleLoginFailures(
     async detect(event: NormalizedEvent, context: DetectorContext): Promise<void> {
       if (event.event_name !== "ConsoleLogin" || event.outcome !== "failure") return;
       const account = event.account_id ?? "";
+      // Per user the burst lists the source IPs; per IP, the users.
+      const scopes: [by: "user" | "ip", key: Deno.KvKey, label: string, detail: string][] = [];
       if (by.has("user")) {
-        const burst = await countHit(
-          context.state,
+        scopes.push([
+          "user",
           ["user", account, event.username],
-          [event.time, event.event_id, event.ip ?? event.source_host ?? ""],
-          threshold,
-          windowMs,
-        );
-        if (burst) {
-          context.alert({
-            severity: opts.severity,
-            title:
-              `${burst.hits.length} failed console logins for ${event.username} within ${span}`,
-            key: "user",
-            event_ids: burst.hits.map(([, id]) => id),
-            details: {
-              by: "user",
-              failures: burst.hits.length,
-              threshold,
-              window_seconds: windowMs / 1000,
-              first: new Date(burst.first).toISOString(),
-              last: new Date(burst.last).toISOString(),
-              source_ips: distinctDetails(burst.hits),
-            },
-          }, event);
-        }
+          `for ${event.username}`,
+          event.ip ?? event.source_host ?? "",
+        ]);
       }
       if (by.has("ip") && event.ip) {
+        scopes.push([
+          "ip",
+          ["ip", event.ip],
+          `from ${event.ip}`,
+          account ? `${event.username} (${account})` : event.username,
+        ]);
+      }
+      for (const [scope, key, label, detail] of scopes) {
         const burst = await countHit(
           context.state,
-          ["ip", event.ip],
-          [event.time, event.event_id, account ? `${event.username} (${account})` : event.username],
+          key,
+          [event.time, event.event_id, detail],
           threshold,
           windowMs,
         );
-        if (burst) {
-          context.alert({
-            severity: opts.severity,
-            title: `${burst.hits.length} failed console logins from ${event.ip} within ${span}`,
-            key: "ip",
-            event_ids: burst.hits.map(([, id]) => id),
-            details: {
-              by: "ip",
-              failures: burst.hits.length,
-              threshold,
-              window_seconds: windowMs / 1000,
-              first: new Date(burst.first).toISOString(),
-              last: new Date(burst.last).toISOString(),
-              users: distinctDetails(burst.hits),
-            },
-          }, event);
-        }
+        if (!burst) continue;
+        context.alert({
+          severity: opts.severity,
+          title: `${burst.hits.length} failed console logins ${label} within ${span}`,
+          key: scope,
+          event_ids: burst.hits.map(([, id]) => id),
+          details: {
+            by: scope,
+            failures: burst.hits.length,
+            ...burstFacts(burst, threshold, windowMs),
+            [scope === "user" ? "source_ips" : "users"]: distinctDetails(burst.hits),
+          },
+        }, event);
       }
     },
   };

@@ -14,21 +14,18 @@
  * @module
  */
 
-import type { NormalizedEvent, Severity } from "../core/types.ts";
+import type { Severity } from "../core/types.ts";
 import { SEVERITIES } from "../core/types.ts";
 import type { OptionsChecker, RawOptions } from "../core/validate.ts";
 import {
   checkLoginOptions,
-  type FirstSeenProfile,
-  iso,
+  createFirstSeen,
+  type FirstSeenKind,
   loginDefaults,
   type LoginOptions,
-  LoginPolicy,
-  observeFirstSeen,
   type Seen,
-  subjectOf,
 } from "./_login.ts";
-import type { Detector, DetectorContext, DetectorContextInit, DetectorPlugin } from "./mod.ts";
+import type { Detector, DetectorContextInit, DetectorPlugin } from "./mod.ts";
 
 /** Options of `new_country` (plus the shared login options). */
 export interface Options extends LoginOptions {
@@ -38,6 +35,20 @@ export interface Options extends LoginOptions {
 
 /** Defaults of `new_country`. */
 export const defaults = { ...loginDefaults, severity: "medium" } satisfies Options;
+
+const kind: FirstSeenKind = {
+  type: "new_country",
+  severity: defaults.severity,
+  valueOf: (event) => (event.country && event.ip ? event.country : undefined),
+  seenOf(event) {
+    const seen: Seen = { t: event.time, id: event.event_id, ip: event.ip, c: event.country };
+    if (event.city) seen.y = event.city;
+    return seen;
+  },
+  title: (user, country) => `Login from a new country for ${user}: ${country}`,
+  details: (country, first, others) => ({ country, city: first.y, known_countries: others }),
+  countryOf: (country) => country,
+};
 
 /**
  * Creates a `new_country` detector.
@@ -49,67 +60,7 @@ export const defaults = { ...loginDefaults, severity: "medium" } satisfies Optio
  * ```
  */
 export function createNewCountry(options: Partial<Options>, init: DetectorContextInit): Detector {
-  const opts = { ...defaults, ...options };
-  const policy = new LoginPolicy(opts, init.name);
-  /** A successful (`login`) or failed login. */
-  async function handle(
-    event: NormalizedEvent,
-    context: DetectorContext,
-    login: boolean,
-  ): Promise<void> {
-    const { account, user } = subjectOf(event);
-    const key = ["user", account, user];
-    if (!login) {
-      const profile = await context.state.get<FirstSeenProfile>(key) ?? { seen: {} };
-      policy.noteFailure(profile, event);
-      context.state.set(key, profile, { expireIn: policy.expireIn });
-      return;
-    }
-    if (!event.country || !event.ip) return;
-    const profile = await context.state.get<FirstSeenProfile>(key) ?? { seen: {} };
-    const seen: Seen = { t: event.time, id: event.event_id, ip: event.ip, c: event.country };
-    if (event.city) seen.y = event.city;
-    const filter = policy.loginFilter(event.ip, event.agent);
-    if (filter) seen.f = filter;
-    const { changed, raise } = observeFirstSeen(profile, event.country, seen, policy.maxLogins);
-    if (!changed) return;
-    context.state.set(key, profile, { expireIn: policy.expireIn });
-    for (const [country, first] of raise) {
-      const known = Object.keys(profile.seen).filter((c) => c !== country).sort();
-      const draft = {
-        severity: policy.severity(opts.severity, user),
-        title: `Login from a new country for ${user}: ${country}`,
-        time: iso(first.t),
-        ip: first.ip,
-        user,
-        account_id: account,
-        key: `${user}|${country}`,
-        event_ids: [],
-        details: {
-          country,
-          city: first.y,
-          event_id: first.id,
-          known_countries: known,
-          failed_logins: profile.failed,
-        },
-      };
-      const stop = policy.userFilter(user) ?? first.f ??
-        (policy.isAllowedCountry(country) ? "allowedCountries" : undefined) ??
-        policy.learning(first.t, profile.first?.[0]);
-      if (stop) context.suppress(draft, event, stop);
-      else context.alert(draft, event);
-    }
-  }
-
-  return {
-    name: init.name,
-    type: "new_country",
-    detect(event: NormalizedEvent, context: DetectorContext): Promise<void> | undefined {
-      const login = policy.isLogin(event);
-      if (!login && !policy.isFailedLogin(event)) return undefined;
-      return handle(event, context, login);
-    },
-  };
+  return createFirstSeen(kind, { ...defaults, ...options }, init);
 }
 
 /** The `new_country` plugin. */

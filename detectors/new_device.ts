@@ -14,22 +14,19 @@
  * @module
  */
 
-import type { NormalizedEvent, Severity } from "../core/types.ts";
+import type { Severity } from "../core/types.ts";
 import { SEVERITIES } from "../core/types.ts";
 import type { OptionsChecker, RawOptions } from "../core/validate.ts";
 import {
   checkLoginOptions,
+  createFirstSeen,
   deviceFingerprint,
-  type FirstSeenProfile,
-  iso,
+  type FirstSeenKind,
   loginDefaults,
   type LoginOptions,
-  LoginPolicy,
-  observeFirstSeen,
   type Seen,
-  subjectOf,
 } from "./_login.ts";
-import type { Detector, DetectorContext, DetectorContextInit, DetectorPlugin } from "./mod.ts";
+import type { Detector, DetectorContextInit, DetectorPlugin } from "./mod.ts";
 
 /** Options of `new_device` (plus the shared login options). */
 export interface Options extends LoginOptions {
@@ -39,6 +36,26 @@ export interface Options extends LoginOptions {
 
 /** Defaults of `new_device`. */
 export const defaults = { ...loginDefaults, severity: "low" } satisfies Options;
+
+const kind: FirstSeenKind = {
+  type: "new_device",
+  severity: defaults.severity,
+  valueOf: (event) => (event.agent ? deviceFingerprint(event.agent) : undefined),
+  seenOf(event) {
+    const seen: Seen = { t: event.time, id: event.event_id };
+    if (event.ip) seen.ip = event.ip;
+    if (event.country) seen.c = event.country;
+    return seen;
+  },
+  title: (user, device) => `Login from a new device for ${user}: ${device}`,
+  details: (device, first, others, event) => ({
+    device,
+    user_agent: event.agent && deviceFingerprint(event.agent) === device ? event.agent : undefined,
+    country: first.c,
+    known_devices: others,
+  }),
+  countryOf: (_device, first) => first.c,
+};
 
 /**
  * Creates a `new_device` detector.
@@ -50,69 +67,7 @@ export const defaults = { ...loginDefaults, severity: "low" } satisfies Options;
  * ```
  */
 export function createNewDevice(options: Partial<Options>, init: DetectorContextInit): Detector {
-  const opts = { ...defaults, ...options };
-  const policy = new LoginPolicy(opts, init.name);
-  /** A successful (`login`) or failed login. */
-  async function handle(
-    event: NormalizedEvent,
-    context: DetectorContext,
-    login: boolean,
-  ): Promise<void> {
-    const { account, user } = subjectOf(event);
-    const key = ["user", account, user];
-    if (!login) {
-      const profile = await context.state.get<FirstSeenProfile>(key) ?? { seen: {} };
-      policy.noteFailure(profile, event);
-      context.state.set(key, profile, { expireIn: policy.expireIn });
-      return;
-    }
-    if (!event.agent) return;
-    const fingerprint = deviceFingerprint(event.agent);
-    const profile = await context.state.get<FirstSeenProfile>(key) ?? { seen: {} };
-    const seen: Seen = { t: event.time, id: event.event_id };
-    if (event.ip) seen.ip = event.ip;
-    if (event.country) seen.c = event.country;
-    const filter = policy.loginFilter(event.ip, event.agent);
-    if (filter) seen.f = filter;
-    const { changed, raise } = observeFirstSeen(profile, fingerprint, seen, policy.maxLogins);
-    if (!changed) return;
-    context.state.set(key, profile, { expireIn: policy.expireIn });
-    for (const [device, first] of raise) {
-      const draft = {
-        severity: policy.severity(opts.severity, user),
-        title: `Login from a new device for ${user}: ${device}`,
-        time: iso(first.t),
-        ip: first.ip,
-        user,
-        account_id: account,
-        key: `${user}|${device}`,
-        event_ids: [],
-        details: {
-          device,
-          user_agent: device === fingerprint ? event.agent : undefined,
-          country: first.c,
-          event_id: first.id,
-          known_devices: Object.keys(profile.seen).filter((d) => d !== device).sort(),
-          failed_logins: profile.failed,
-        },
-      };
-      const stop = policy.userFilter(user) ?? first.f ??
-        (policy.isAllowedCountry(first.c) ? "allowedCountries" : undefined) ??
-        policy.learning(first.t, profile.first?.[0]);
-      if (stop) context.suppress(draft, event, stop);
-      else context.alert(draft, event);
-    }
-  }
-
-  return {
-    name: init.name,
-    type: "new_device",
-    detect(event: NormalizedEvent, context: DetectorContext): Promise<void> | undefined {
-      const login = policy.isLogin(event);
-      if (!login && !policy.isFailedLogin(event)) return undefined;
-      return handle(event, context, login);
-    },
-  };
+  return createFirstSeen(kind, { ...defaults, ...options }, init);
 }
 
 /** The `new_device` plugin. */

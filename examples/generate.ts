@@ -13,6 +13,7 @@
  */
 
 import { gzipSync } from "node:zlib";
+import { seeded } from "../bench/dataset.ts";
 
 /** Where the logs go. */
 export const OUT_DIR = new URL("./logs/", import.meta.url);
@@ -20,18 +21,7 @@ export const OUT_DIR = new URL("./logs/", import.meta.url);
 const PROD = "111122223333";
 const DEV = "444455556666";
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-const random = mulberry32(20261118);
+const random = seeded(20261118);
 const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)];
 const hex = (n: number) =>
   Array.from({ length: n }, () => Math.floor(random() * 16).toString(16)).join("");

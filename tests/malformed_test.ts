@@ -11,6 +11,7 @@ import { ConfigError } from "../core/errors.ts";
 import { Runtime } from "../core/pipeline.ts";
 import { StateStore } from "../core/state.ts";
 import { staticGeoProvider } from "../mapping/geo.ts";
+import { watchPeakRss } from "../bench/rss.ts";
 import { ROOT } from "./helpers/cli.ts";
 import { ctRecord, rootLogin, tempDir, trailFile, writeFiles } from "./helpers/records.ts";
 
@@ -119,18 +120,10 @@ Deno.test("malformed corpus: every bad object or record is reported, the valid o
       stdout: "null",
       stderr: "piped",
     }).spawn();
-    let peakMb = 0;
-    const poll = setInterval(() => {
-      try {
-        const hwm = /VmHWM:\s+(\d+) kB/.exec(Deno.readTextFileSync(`/proc/${child.pid}/status`));
-        if (hwm) peakMb = Math.max(peakMb, Number(hwm[1]) / 1024);
-      } catch {
-        // exited
-      }
-    }, 20);
+    const stopWatching = watchPeakRss(child.pid, 20);
     const timeout = setTimeout(() => child.kill("SIGKILL"), 90_000);
     const output = await child.output();
-    clearInterval(poll);
+    const peakMb = stopWatching();
     clearTimeout(timeout);
     const stderr = new TextDecoder().decode(output.stderr);
     assert.equal(output.code, 3, `exit ${output.code}: ${stderr.slice(-3000)}`);

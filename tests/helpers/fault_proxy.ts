@@ -21,6 +21,8 @@
  * @module
  */
 
+import { seeded } from "../../bench/dataset.ts";
+
 /** The faults the proxy injects. */
 export const FAULTS = [
   "internalError",
@@ -87,16 +89,7 @@ export interface FaultProxy {
 }
 
 /** A small seeded PRNG (mulberry32). */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const seededRandom: (seed: number) => () => number = seeded;
 
 const CRLF = new Uint8Array([13, 10]);
 const HEAD_END = new Uint8Array([13, 10, 13, 10]);
