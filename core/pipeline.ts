@@ -174,6 +174,8 @@ interface PassState {
   chunkMutations: number;
   chunkRecords: number;
   progress: Progress;
+  /** The last commit started (they land in order). */
+  inflight: Promise<void>;
 }
 
 /** The state store refused a commit: the pass stops (nothing after the last commit is kept). */
@@ -230,6 +232,8 @@ export class Runtime {
   #closing = new AbortController();
   /** Decode workers, when `pipeline.workers` > 0. */
   #pool: DecodePool | undefined;
+  /** Indexes of the detectors that tell which state keys they will read. */
+  #prefetchers: number[] = [];
   #tail: Promise<unknown> = Promise.resolve();
 
   private constructor(
@@ -305,6 +309,7 @@ export class Runtime {
       options.onAlert,
     );
     runtime.#pool = pool;
+    detectors.forEach((d, i) => d.prefetch && runtime.#prefetchers.push(i));
     return runtime;
   }
 
@@ -405,6 +410,7 @@ export class Runtime {
       chunkMutations: 0,
       chunkRecords: 0,
       progress: new Progress({ label: `source ${source.name}` }),
+      inflight: Promise.resolve(),
     };
     state.contexts = this.detectors.map((detector, i) => ({
       state: cache.forDetector(detector.name),
@@ -453,6 +459,7 @@ export class Runtime {
     } finally {
       signal?.removeEventListener("abort", onAbort);
       state.progress.finish();
+      await state.inflight.catch(() => {});
     }
     summary.duration_s = (performance.now() - started) / 1000;
     log.summary(formatSummary(`source ${source.name}`, summary));
@@ -551,6 +558,19 @@ export class Runtime {
     }
   }
 
+  /** Reads, in a few parallel KV calls, the state the detectors will need for a batch. */
+  #prefetch(state: PassState, batch: Prepared[]): Promise<void> {
+    const keys: Deno.KvKey[] = [];
+    for (const item of batch) {
+      if (!item.event) continue;
+      for (const i of this.#prefetchers) {
+        const key = this.detectors[i].prefetch!(item.event);
+        if (key) keys.push(["det", this.detectors[i].name, ...key]);
+      }
+    }
+    return state.cache.prefetch(keys);
+  }
+
   /** Decodes and prepares the records of an object on this thread. */
   async *#prepare(
     object: SourceObject,
@@ -597,6 +617,7 @@ export class Runtime {
           ? job.batches()
           : this.#prepare(object, state.config, this.#closing.signal);
         for await (const batch of batches) {
+          if (this.#prefetchers.length) await this.#prefetch(state, batch);
           for (const item of batch) {
             if (item.index <= skip) continue;
             last = item.index;
@@ -613,8 +634,8 @@ export class Runtime {
             if (this.#chunkFull(state)) {
               const commit = await this.#stageChunk(state);
               commit.set(progressKey, { records: last, size: object.size });
-              await this.#commit(state, commit);
-              failpoint("chunk-committed");
+              // The commit lands while the next records are processed (commits stay in order).
+              this.#commitBehind(state, commit);
             }
           }
         }
@@ -792,7 +813,9 @@ export class Runtime {
     return commit;
   }
 
+  /** Commits after every earlier commit of the pass has landed. */
   async #commit(state: PassState, commit: Commit): Promise<void> {
+    await state.inflight;
     try {
       await this.store.commit(commit);
     } catch (error) {
@@ -802,6 +825,16 @@ export class Runtime {
         cause: error,
       });
     }
+  }
+
+  /**
+   * Starts a mid-object commit without waiting for it; the next {@link #commit} (or this
+   * object's end) waits for it, and a failure surfaces there.
+   */
+  #commitBehind(state: PassState, commit: Commit): void {
+    const landed = this.#commit(state, commit).then(() => failpoint("chunk-committed"));
+    landed.catch(() => {}); // observed by whoever awaits `inflight` next
+    state.inflight = landed;
   }
 
   /** Stops every plugin and closes the state (if this runtime opened it). */

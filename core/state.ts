@@ -261,6 +261,41 @@ export class StateCache {
     return value;
   }
 
+  /**
+   * Reads the keys not cached yet, ten per KV call, the calls in parallel, so a batch of events
+   * waits for one round trip instead of one per new key.
+   */
+  async prefetch(keys: Iterable<Deno.KvKey>): Promise<void> {
+    const missing = new Map<string, Deno.KvKey>();
+    for (const key of keys) {
+      const id = keyId(key);
+      if (!this.#entries.has(id)) missing.set(id, key);
+    }
+    if (missing.size === 0) return;
+    const ids = [...missing.keys()];
+    const reads: Promise<void>[] = [];
+    for (let i = 0; i < ids.length; i += 10) {
+      const part = ids.slice(i, i + 10);
+      reads.push(
+        this.#store.kv.getMany(part.map((id) => missing.get(id)!)).then((entries) => {
+          entries.forEach((entry, j) => {
+            // A write may have landed while we awaited.
+            if (!this.#entries.has(part[j])) {
+              this.#entries.set(part[j], {
+                key: entry.key,
+                value: entry.value ?? undefined,
+                state: "clean",
+                size: 0,
+              });
+            }
+          });
+        }),
+      );
+    }
+    await Promise.all(reads);
+    this.#evict();
+  }
+
   /** Writes a value (undefined deletes) through the cache; `lazy`: see {@link SetOptions}. */
   set(key: Deno.KvKey, value: unknown, expireIn?: number, lazy = false): void {
     const id = keyId(key);

@@ -339,6 +339,11 @@ export class LoginPolicy {
     return {
       name: this.name,
       type,
+      prefetch: (event) => {
+        if (!this.isLogin(event) && !this.isFailedLogin(event)) return undefined;
+        const { account, user } = subjectOf(event);
+        return ["user", account, user];
+      },
       detect: (event, context) => {
         const login = this.isLogin(event);
         if (!login && !this.isFailedLogin(event)) return undefined;

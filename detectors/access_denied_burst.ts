@@ -63,6 +63,10 @@ export function createAccessDeniedBurst(
   return {
     name: init.name,
     type: "access_denied_burst",
+    prefetch(event: NormalizedEvent): Deno.KvKey | undefined {
+      if (!isAccessDenied(event.error_code)) return undefined;
+      return ["principal", event.user_arn ?? `${event.account_id ?? ""}:${event.username}`];
+    },
     async detect(event: NormalizedEvent, context: DetectorContext): Promise<void> {
       if (!isAccessDenied(event.error_code) || event.user_type === "AWSService") return;
       if (ignored.has(event.username) || (event.user_arn && ignored.has(event.user_arn))) return;

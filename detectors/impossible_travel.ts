@@ -250,16 +250,24 @@ export function loginNeighbours(list: readonly Login[], x: End): Pair[] | undefi
   return pairs;
 }
 
+const NO_PAIRS: Pair[] = [];
+
 /**
  * The same for an access key's visits: undefined when `x` falls inside (or is an end of) a visit
  * of its own place — nothing new can be learnt from it. A visit of another place that contains
  * `x` gives a "concurrent" pair when no call at x's place lies within the gap on one side.
  */
 export function visitNeighbours(visits: readonly Visit[], x: End, gap: number): Pair[] | undefined {
+  let elsewhere = false;
   for (const v of visits) {
-    if (v[7] !== x.la || v[8] !== x.lo || v[6] !== x.c) continue;
+    if (v[7] !== x.la || v[8] !== x.lo || v[6] !== x.c) {
+      elsewhere = true;
+      continue;
+    }
     if (!before(x.t, x.id, v[0], v[3]) && !before(v[1], v[5], x.t, x.id)) return undefined;
   }
+  // Most keys are used from one place: nothing to compare with (and nothing to allocate).
+  if (!elsewhere) return NO_PAIRS;
   let aPrev: End | undefined;
   let aNext: End | undefined;
   const prev = new Map<string, End>();
@@ -609,6 +617,7 @@ export function createImpossibleTravel(
       track.u = event.username;
       track.acct = account;
     }
+    if (pairs.length === 0) return change;
     const user = track.u ?? event.username;
     const account = track.acct ?? keyAccountOf(event);
     const found = judge(pairs, x, `key|${keyId}`, user, track.first?.[0]);
@@ -663,6 +672,16 @@ export function createImpossibleTravel(
   return {
     name: init.name,
     type: "impossible_travel",
+    prefetch(event: NormalizedEvent): Deno.KvKey | undefined {
+      if (event.access_key_id && event.ip && scopes.has("access_key") && !event.invoked_by) {
+        return ["key", event.access_key_id];
+      }
+      if (scopes.has("user") && (policy.isLogin(event) || policy.isFailedLogin(event))) {
+        const { account, user } = subjectOf(event);
+        return ["user", account, user];
+      }
+      return undefined;
+    },
     detect(event: NormalizedEvent, context: DetectorContext): Promise<void> | undefined {
       // Most events are neither logins nor usable key calls: answer them without a promise.
       let pending: Promise<void> | undefined;

@@ -49,6 +49,12 @@ export interface Detector {
   match?(event: NormalizedEvent): AlertDraft[] | undefined;
   /** Stateful check, in event order, on the main thread. Reads every event field but `raw`. */
   detect?(event: NormalizedEvent, context: DetectorContext): void | Promise<void>;
+  /**
+   * The state keys `detect` will read for `event`, if it knows them cheaply: the pipeline reads
+   * the keys of a whole batch of events in a few parallel KV calls before running `detect`, so
+   * the first event of each user or access key does not wait for its own KV round trip.
+   */
+  prefetch?(event: NormalizedEvent): Deno.KvKey | undefined;
   /** Sees every alert raised by the other detectors (after filters), e.g. to score user risk. */
   onAlert?(alert: Alert, context: DetectorContext): void | Promise<void>;
   /** Frees timers and watchers. */
