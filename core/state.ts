@@ -37,6 +37,24 @@ function keySize(key: Deno.KvKey): number {
   return size;
 }
 
+const LOCKED = /database is locked|database is busy/i;
+
+/**
+ * Runs a KV write, retrying while another process holds SQLite's write lock on the same file
+ * (Deno KV reports it at once as "database is locked": two processes racing for the lease, or a
+ * waiting process taking a lapsed lease while the old holder's last write lands).
+ */
+export async function whenUnlocked<T>(write: () => Promise<T>): Promise<T> {
+  for (let attempt = 1;; attempt++) {
+    try {
+      return await write();
+    } catch (error) {
+      if (attempt >= 200 || !LOCKED.test(String(error))) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 5 + Math.random() * 20));
+    }
+  }
+}
+
 /**
  * Mutations staged for one atomic KV commit. Sizes are tracked so the pipeline can close a
  * chunk before a commit would exceed KV's limits.
@@ -113,7 +131,7 @@ export class StateStore {
         const kv = await Deno.openKv(path || undefined);
         return new StateStore(kv, path, options);
       } catch (error) {
-        if (attempt >= 20 || !/database is locked|busy/i.test(String(error))) throw error;
+        if (attempt >= 20 || !LOCKED.test(String(error))) throw error;
         await new Promise((resolve) => setTimeout(resolve, 25 * attempt));
       }
     }
@@ -142,7 +160,7 @@ export class StateStore {
         op.set(m.key, m.value, m.expireIn ? { expireIn: m.expireIn } : undefined);
       } else op.delete(m.key);
     }
-    const result = await op.commit();
+    const result = await whenUnlocked(() => op.commit());
     if (!result.ok) throw new Error("state commit was rejected by Deno KV");
   }
 
@@ -460,7 +478,9 @@ export class Lease {
           since: new Date(now).toISOString(),
           expires: now + options.ttlMs,
         };
-        const result = await store.kv.atomic().check(entry).set(LEASE_KEY, holder).commit();
+        const result = await whenUnlocked(() =>
+          store.kv.atomic().check(entry).set(LEASE_KEY, holder).commit()
+        );
         if (result.ok) {
           if (entry.value) {
             log.warn(

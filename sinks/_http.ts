@@ -207,7 +207,8 @@ export function statusError(
   ];
   if (status >= 300 && status < 400) parts.push("(redirects are not followed; fix the URL)");
   if (retryAfterMs !== undefined) parts.push(`(retry after ${Math.ceil(retryAfterMs / 1000)} s)`);
-  const body = result.body.replace(/\s+/g, " ").trim();
+  // Masked before it is cut: a cut through a secret would leave a piece that no longer matches.
+  const body = scrub(result.body, url).replace(/\s+/g, " ").trim();
   const message = parts.join(" ") + (body ? `: ${truncate(body, 200)}` : "");
   return new DeliveryError(scrub(message, url), { retryable, retryAfterMs, status });
 }
