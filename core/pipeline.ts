@@ -9,6 +9,7 @@
  */
 
 import { createHash } from "node:crypto";
+import { setImmediate } from "node:timers";
 import type { Detector, DetectorContext } from "../detectors/mod.ts";
 import { detectors as detectorRegistry } from "../detectors/mod.ts";
 import { GeoCache, geoipLiteProvider, type GeoProvider, noGeoProvider } from "../mapping/geo.ts";
@@ -92,6 +93,8 @@ export function formatSummary(label: string, s: Summary): string {
 const MAX_RECORD_FAILURES_LISTED = 20;
 /** Records per chunk before a commit, to bound the work redone after a crash. */
 const CHUNK_RECORDS = 20_000;
+/** Events processed between event-loop turns when decode workers feed the pass. */
+const TURN_EVERY = 128;
 /** Attempts to read an object within one pass before it is released to a later pass. */
 const READ_ATTEMPTS = 3;
 /** First delay between read attempts (ms), doubled each time, with jitter. */
@@ -176,6 +179,8 @@ interface PassState {
   progress: Progress;
   /** The last commit started (they land in order). */
   inflight: Promise<void>;
+  /** Batches left before the next state prefetch. */
+  prefetchSkip: number;
 }
 
 /** The state store refused a commit: the pass stops (nothing after the last commit is kept). */
@@ -411,6 +416,7 @@ export class Runtime {
       chunkRecords: 0,
       progress: new Progress({ label: `source ${source.name}` }),
       inflight: Promise.resolve(),
+      prefetchSkip: 0,
     };
     state.contexts = this.detectors.map((detector, i) => ({
       state: cache.forDetector(detector.name),
@@ -558,8 +564,16 @@ export class Runtime {
     }
   }
 
-  /** Reads, in a few parallel KV calls, the state the detectors will need for a batch. */
-  #prefetch(state: PassState, batch: Prepared[]): Promise<void> {
+  /**
+   * Reads, in a few parallel KV calls, the state the detectors will need for a batch. Once the
+   * cache holds the working set (a batch finds nothing to read), only every eighth batch is
+   * checked: collecting the keys costs more than the rare miss it would save.
+   */
+  async #prefetch(state: PassState, batch: Prepared[]): Promise<void> {
+    if (state.prefetchSkip > 0) {
+      state.prefetchSkip--;
+      return;
+    }
     const keys: Deno.KvKey[] = [];
     for (const item of batch) {
       if (!item.event) continue;
@@ -568,7 +582,8 @@ export class Runtime {
         if (key) keys.push(["det", this.detectors[i].name, ...key]);
       }
     }
-    return state.cache.prefetch(keys);
+    const read = await state.cache.prefetch(keys);
+    if (read === 0) state.prefetchSkip = 7;
   }
 
   /** Decodes and prepares the records of an object on this thread. */
@@ -618,7 +633,14 @@ export class Runtime {
           : this.#prepare(object, state.config, this.#closing.signal);
         for await (const batch of batches) {
           if (this.#prefetchers.length) await this.#prefetch(state, batch);
+          let sinceTurn = 0;
           for (const item of batch) {
+            // With decode workers, give the event loop a turn now and then: the workers' input
+            // is read and handed over from here, and a long batch would starve them.
+            if (job && ++sinceTurn === TURN_EVERY) {
+              sinceTurn = 0;
+              await new Promise((resolve) => setImmediate(resolve));
+            }
             if (item.index <= skip) continue;
             last = item.index;
             if (item.error !== undefined) {

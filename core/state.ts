@@ -281,15 +281,15 @@ export class StateCache {
 
   /**
    * Reads the keys not cached yet, ten per KV call, the calls in parallel, so a batch of events
-   * waits for one round trip instead of one per new key.
+   * waits for one round trip instead of one per new key. Returns how many keys it read.
    */
-  async prefetch(keys: Iterable<Deno.KvKey>): Promise<void> {
+  async prefetch(keys: Iterable<Deno.KvKey>): Promise<number> {
     const missing = new Map<string, Deno.KvKey>();
     for (const key of keys) {
       const id = keyId(key);
       if (!this.#entries.has(id)) missing.set(id, key);
     }
-    if (missing.size === 0) return;
+    if (missing.size === 0) return 0;
     const ids = [...missing.keys()];
     const reads: Promise<void>[] = [];
     for (let i = 0; i < ids.length; i += 10) {
@@ -312,6 +312,7 @@ export class StateCache {
     }
     await Promise.all(reads);
     this.#evict();
+    return ids.length;
   }
 
   /** Writes a value (undefined deletes) through the cache; `lazy`: see {@link SetOptions}. */

@@ -9,7 +9,6 @@
  * @module
  */
 
-import { setImmediate } from "node:timers";
 import type { SourceObject } from "../sources/mod.ts";
 import type { SourceConfig } from "./config.ts";
 import type { DecodeOptions } from "./decode.ts";
@@ -222,9 +221,6 @@ export class DecodeJob {
         if (batch) {
           this.#post({ t: "ack", job: this.id });
           yield unpackPrepared(batch);
-          // Let the event loop run between batches (worker messages, reads of the objects'
-          // bytes): resolved promises alone never give it a turn, and the workers would starve.
-          await new Promise((resolve) => setImmediate(resolve));
           continue;
         }
         if (this.#error !== undefined) throw this.#error;
