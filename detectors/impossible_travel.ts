@@ -13,7 +13,7 @@
  * was still missing is covered by a final pair between the same two locations, so its alert key
  * (countries and day) is the same — the id set does not depend on the arrival order, except when a
  * run of logins at one location crosses UTC midnight and its part before midnight arrives after its
- * part after midnight was compared (see docs/login_detectors.md). Alert ids do not depend on the
+ * part after midnight was compared (see the README, "Order independence"). Alert ids do not depend on the
  * pair that triggered them (`event_ids` is empty; `details.from/to.event_id` name the pair).
  *
  * State, per user (`["user", account, user]`): the earliest login, the failed-login count, the

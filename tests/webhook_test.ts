@@ -86,10 +86,10 @@ Deno.test("documented snippet rejects an old timestamp even with a valid signatu
   assert.equal(await verifyTrailwatchSignature(SECRET, old, "sha256=abc", body, 7200), false);
 });
 
-Deno.test("docs/sinks.md contains the verification snippet the test runs, verbatim", async () => {
-  const doc = await Deno.readTextFile(new URL("../docs/sinks.md", import.meta.url));
+Deno.test("the README contains the verification snippet the test runs, verbatim", async () => {
+  const doc = await Deno.readTextFile(new URL("../README.md", import.meta.url));
   const snippet = await Deno.readTextFile(new URL("../docs/verify_signature.ts", import.meta.url));
-  assert.ok(doc.includes(snippet.trim()), "docs/sinks.md must embed docs/verify_signature.ts");
+  assert.ok(doc.includes(snippet.trim()), "README.md must embed docs/verify_signature.ts");
 });
 
 Deno.test("webhook sink sends configured headers but never lets them replace its own", async () => {
