@@ -197,6 +197,8 @@ export function registerCrons(
       try {
         const summary = await runtime.pass(source.name, { signal });
         onSummary?.(source.name, summary);
+        // Deliver what the pass raised now; the delivery cron retries what is left.
+        if (!signal?.aborted) await runtime.deliver({ signal });
         if (summary.failures.some((f) => f.object === `source ${source.name}`)) {
           throw new Error(`source ${source.name} failed; the cron will retry`);
         }
@@ -385,12 +387,16 @@ export async function main(args: string[]): Promise<number> {
 /** Deno Deploy: crons at top level, a health endpoint, KV from `Deno.openKv()`. */
 async function deploy(): Promise<void> {
   const config = await configFrom(undefined);
-  const runtime = await Runtime.create(config, { statePath: "" });
+  // The platform KV on Deno Deploy; TRAILWATCH_STATE points elsewhere (a local trial of this mode).
+  const runtime = await Runtime.create(config, {
+    statePath: Deno.env.get("TRAILWATCH_STATE") ?? "",
+  });
   const last: Record<string, Summary & { at: string }> = {};
   registerCrons(runtime, config, undefined, undefined, (name, summary) => {
     last[name] = { ...summary, at: new Date().toISOString() };
   });
-  Deno.serve((request) => {
+  const port = Number(Deno.env.get("PORT") ?? 8000);
+  Deno.serve({ port, onListen: () => log.info(`health endpoint on port ${port}`) }, (request) => {
     const path = new URL(request.url).pathname;
     if (path !== "/" && path !== "/health") return new Response("not found\n", { status: 404 });
     return Response.json({ ok: true, sources: config.sources.map((s) => s.name), last });
