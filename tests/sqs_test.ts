@@ -715,7 +715,8 @@ async function writeConfig(
 Deno.test("sqs source: two processes on one queue and one state process every event once", async () => {
   await using world = await startWorld();
   const url = world.queue("shared");
-  const files = Array.from({ length: 24 }, () => logFile(2));
+  // Enough work that two 1-second passes cannot drain it: ~8 objects fit in one pass.
+  const files = Array.from({ length: 40 }, () => logFile(2));
   await world.put(files);
   for (const file of files) await world.send(url, s3Notification(file.key));
   // Slow downloads, and a short time budget: each pass stops mid-queue and gives back the rest.
@@ -723,7 +724,7 @@ Deno.test("sqs source: two processes on one queue and one state process every ev
     target: world.endpoint,
     seed: 7,
     rates: { slow: 1 },
-    slowMs: 150,
+    slowMs: 250,
     eligible: (r) => r.method === "GET" && r.path.includes(".json.gz"),
   });
   const dir = await Deno.makeTempDir({ prefix: "trailwatch-sqs-two-" });
