@@ -431,6 +431,13 @@ export class Runtime {
     const onAbort = () => controller.abort(signal?.reason);
     signal?.addEventListener("abort", onAbort, { once: true });
     if (signal?.aborted) controller.abort();
+    // If another process took the lease (this one stalled past leaseTtl), stop after this object.
+    const lost = this.#lease?.lost;
+    const onLost = () => {
+      log.error(`source ${source.name}: the state lease was lost; stopping after this object`);
+      controller.abort(lost?.reason);
+    };
+    lost?.addEventListener("abort", onLost, { once: true });
     const run: SourceRun = {
       signal: controller.signal,
       state: this.store,
@@ -464,6 +471,7 @@ export class Runtime {
       log.error(`source ${source.name}: ${redact(errorMessage(error))}`);
     } finally {
       signal?.removeEventListener("abort", onAbort);
+      lost?.removeEventListener("abort", onLost);
       state.progress.finish();
       await state.inflight.catch(() => {});
     }
