@@ -102,6 +102,37 @@ const READ_RETRY_MS = 500;
 /** Largest alert JSON kept whole (KV values are limited to 64 KiB). */
 const MAX_ALERT_BYTES = 60_000;
 
+/**
+ * The alert a detector's draft becomes: fields left out come from the triggering event, the id is
+ * deterministic (see {@link alertId}; with `idFromKey` the events are left out of it), and the
+ * details are trimmed to fit a KV value.
+ */
+export function buildAlert(detector: string, draft: AlertDraft, event: NormalizedEvent): Alert {
+  const eventIds = draft.event_ids ?? [event.event_id];
+  const details: Record<string, unknown> = { ...draft.details };
+  if (
+    details.country === undefined && event.country &&
+    (draft.ip === undefined || draft.ip === event.ip)
+  ) {
+    details.country = event.country;
+  }
+  for (const key of Object.keys(details)) if (details[key] === undefined) delete details[key];
+  const account = draft.account_id ?? event.account_id;
+  return fitAlert({
+    id: alertId(detector, draft.idFromKey ? [] : eventIds, draft.key, account),
+    detector,
+    severity: draft.severity,
+    title: draft.title,
+    time: draft.time ?? event.timestamp,
+    user: draft.user ?? event.username,
+    account_id: account,
+    region: draft.region ?? event.region,
+    ip: draft.ip ?? event.ip,
+    event_ids: eventIds,
+    details,
+  });
+}
+
 /** A message about an object, naming it unless the message already does. */
 function withId(object: SourceObject, message: string): string {
   return message.includes(object.id) ? message : `${object.id}: ${message}`;
@@ -423,7 +454,7 @@ export class Runtime {
       geo: this.geo,
       alert: (draft, event) => this.#raise(state, i, draft, event),
       suppress: (draft, event, filter) => {
-        const alert = this.#buildAlert(detector, draft, event);
+        const alert = buildAlert(detector.name, draft, event);
         state.suppressed.set(alert.id, { alert, filter });
       },
     }));
@@ -480,34 +511,8 @@ export class Runtime {
     return summary;
   }
 
-  #buildAlert(detector: Detector, draft: AlertDraft, event: NormalizedEvent): Alert {
-    const eventIds = draft.event_ids ?? [event.event_id];
-    const details: Record<string, unknown> = { ...draft.details };
-    if (
-      details.country === undefined && event.country &&
-      (draft.ip === undefined || draft.ip === event.ip)
-    ) {
-      details.country = event.country;
-    }
-    for (const key of Object.keys(details)) if (details[key] === undefined) delete details[key];
-    const alert: Alert = {
-      id: alertId(detector.name, eventIds, draft.key, draft.account_id ?? event.account_id),
-      detector: detector.name,
-      severity: draft.severity,
-      title: draft.title,
-      time: draft.time ?? event.timestamp,
-      user: draft.user ?? event.username,
-      account_id: draft.account_id ?? event.account_id,
-      region: draft.region ?? event.region,
-      ip: draft.ip ?? event.ip,
-      event_ids: eventIds,
-      details,
-    };
-    return fitAlert(alert);
-  }
-
   #raise(state: PassState, from: number, draft: AlertDraft, event: NormalizedEvent): void {
-    const alert = this.#buildAlert(this.detectors[from], draft, event);
+    const alert = buildAlert(this.detectors[from].name, draft, event);
     if (state.alerts.has(alert.id)) return;
     state.alerts.set(alert.id, alert);
     const mutations = this.outbox.mutationsFor(alert);

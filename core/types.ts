@@ -136,4 +136,10 @@ export interface AlertDraft {
   event_ids?: string[];
   /** Extra input to the deterministic id when one event can raise several alerts. */
   key?: string;
+  /**
+   * The id comes from the detector, `key` and the account only, not from `event_ids`: for alerts
+   * whose triggering events depend on the order in which events arrive (impossible travel), so
+   * the id does not.
+   */
+  idFromKey?: boolean;
 }

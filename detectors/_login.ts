@@ -411,7 +411,8 @@ export function createFirstSeen(
         user,
         account_id: account,
         key: `${user}|${found}`,
-        event_ids: [],
+        event_ids: [first.id],
+        idFromKey: true,
         details: {
           ...kind.details(found, first, others, event),
           event_id: first.id,

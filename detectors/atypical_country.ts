@@ -165,7 +165,8 @@ export function createAtypicalCountry(
         user,
         account_id: account,
         key: `${user}|${country}|${lastId}`,
-        event_ids: [],
+        event_ids: [lastId, loginId],
+        idFromKey: true,
         details: {
           country,
           event_id: loginId,

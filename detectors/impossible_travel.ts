@@ -458,7 +458,8 @@ export function createImpossibleTravel(
       ip: f.to.ip,
       user,
       key: f.key,
-      event_ids: [],
+      event_ids: [f.from.id, f.to.id],
+      idFromKey: true,
       details: {
         scope,
         access_key_id: scope === "access_key" ? subject : undefined,

@@ -139,7 +139,8 @@ export function createUserRisk(options: Partial<Options>, init: DetectorContextI
         title: `Risk level of ${user} rose from ${previous} to ${level} (${recent.length} alerts)`,
         account_id: account,
         key: `${user}|${level}|${utcDay(time)}`,
-        event_ids: [],
+        event_ids: alert.event_ids,
+        idFromKey: true,
         details: {
           previous_level: previous,
           level,

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { alertId } from "../core/pipeline.ts";
+import { alertId, buildAlert } from "../core/pipeline.ts";
 import { StateCache, StateStore } from "../core/state.ts";
 import type { Alert, AlertDraft, CloudTrailRecord, NormalizedEvent } from "../core/types.ts";
 import { haversineKm } from "../detectors/_login.ts";
@@ -122,20 +122,8 @@ class Harness {
     this.store = store;
     this.#geo = geo;
     const state = new StateCache(store).forDetector(detector.name);
-    const build = (draft: AlertDraft, event: NormalizedEvent): Alert => {
-      const eventIds = draft.event_ids ?? [event.event_id];
-      return {
-        id: alertId(detector.name, eventIds, draft.key, draft.account_id ?? event.account_id),
-        detector: detector.name,
-        severity: draft.severity,
-        title: draft.title,
-        time: draft.time ?? event.timestamp,
-        user: draft.user ?? event.username,
-        ip: draft.ip ?? event.ip,
-        event_ids: eventIds,
-        details: draft.details ?? {},
-      };
-    };
+    const build = (draft: AlertDraft, event: NormalizedEvent): Alert =>
+      buildAlert(detector.name, draft, event);
     this.#context = {
       state: {
         get: (key) => state.get(key),
@@ -211,7 +199,7 @@ Deno.test("impossible_travel alerts on a login from Brazil 90 minutes after one 
     assert.equal(alert.user, "alice");
     assert.equal(alert.ip, "200.147.67.142");
     assert.equal(alert.time, "2026-11-18T09:30:00Z");
-    assert.deepEqual(alert.event_ids, []);
+    assert.deepEqual(alert.event_ids, [gb.eventID, br.eventID]);
     const km = haversineKm(51.5074, -0.1278, -23.5505, -46.6333);
     assert.equal(alert.details.distance_km, Math.round(km));
     assert.equal(alert.details.speed_kmh, Math.round(km / 1.5));

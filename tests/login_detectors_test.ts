@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { resolveConfig } from "../core/config.ts";
 import { ConfigError } from "../core/errors.ts";
 import { captureLog } from "../core/log.ts";
-import { alertId } from "../core/pipeline.ts";
+import { alertId, buildAlert } from "../core/pipeline.ts";
 import { StateCache, StateStore } from "../core/state.ts";
 import type { Alert, AlertDraft, CloudTrailRecord, NormalizedEvent } from "../core/types.ts";
 import { deviceFingerprint, isMobileAgent } from "../detectors/_login.ts";
@@ -83,22 +83,8 @@ class Harness {
     this.store = store;
     this.#geo = new GeoCache(staticGeoProvider(GEO));
     const state = new StateCache(store).forDetector(detector.name);
-    const build = (draft: AlertDraft, event: NormalizedEvent): Alert => {
-      const eventIds = draft.event_ids ?? [event.event_id];
-      const account = draft.account_id ?? event.account_id;
-      return {
-        id: alertId(detector.name, eventIds, draft.key, account),
-        detector: detector.name,
-        severity: draft.severity,
-        title: draft.title,
-        time: draft.time ?? event.timestamp,
-        user: draft.user ?? event.username,
-        account_id: account,
-        ip: draft.ip ?? event.ip,
-        event_ids: eventIds,
-        details: draft.details ?? {},
-      };
-    };
+    const build = (draft: AlertDraft, event: NormalizedEvent): Alert =>
+      buildAlert(detector.name, draft, event);
     this.context = {
       state,
       geo: this.#geo,
