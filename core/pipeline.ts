@@ -266,8 +266,9 @@ export class Runtime {
   #leaseUsers = 0;
   /** Aborted by close(): cancels downloads in flight. */
   #closing = new AbortController();
-  /** Decode workers, when `pipeline.workers` > 0. */
-  #pool: DecodePool | undefined;
+  /** Decode workers, when `pipeline.workers` > 0: started by the first pass, not by commands
+   * (validate, outbox) that never decode. */
+  #pool: Promise<DecodePool> | undefined;
   /** Indexes of the detectors that tell which state keys they will read. */
   #prefetchers: number[] = [];
   #tail: Promise<unknown> = Promise.resolve();
@@ -326,13 +327,6 @@ export class Runtime {
     const provider = options.geo ??
       (config.geo.provider === "none" ? noGeoProvider() : geoipLiteProvider());
     const geo = new GeoCache(provider, config.geo.cacheSize);
-    const pool = config.pipeline.workers > 0
-      ? await DecodePool.create(
-        config.pipeline.workers,
-        config.detectors.map(({ name, type, options }) => ({ name, type, options })),
-        config.baseDir,
-      )
-      : undefined;
     const runtime = new Runtime(
       config,
       store,
@@ -344,7 +338,6 @@ export class Runtime {
       options.leaseWaitMs ?? config.state.leaseWaitMs,
       options.onAlert,
     );
-    runtime.#pool = pool;
     detectors.forEach((d, i) => d.prefetch && runtime.#prefetchers.push(i));
     return runtime;
   }
@@ -477,8 +470,9 @@ export class Runtime {
     };
     try {
       await source.preflight?.();
-      if (this.#pool) {
-        await this.#objectsAhead(state, source.objects(run), controller.signal, this.#pool);
+      const pool = await this.#decodePool();
+      if (pool) {
+        await this.#objectsAhead(state, source.objects(run), controller.signal, pool);
       } else {
         for await (const object of source.objects(run)) {
           await this.#object(state, object);
@@ -597,6 +591,18 @@ export class Runtime {
     }
     const read = await state.cache.prefetch(keys);
     if (read === 0) state.prefetchSkip = 7;
+  }
+
+  #decodePool(): Promise<DecodePool> | undefined {
+    const workers = this.config.pipeline.workers;
+    if (workers > 0) {
+      this.#pool ??= DecodePool.create(
+        workers,
+        this.config.detectors.map(({ name, type, options }) => ({ name, type, options })),
+        this.config.baseDir,
+      );
+    }
+    return this.#pool;
   }
 
   /** Decodes and prepares the records of an object on this thread. */
@@ -876,7 +882,7 @@ export class Runtime {
   async close(): Promise<void> {
     await this.#tail.catch(() => undefined);
     this.#closing.abort();
-    this.#pool?.close();
+    await this.#pool?.then((pool) => pool.close(), () => {});
     for (const { source } of this.sources.values()) await source.close?.();
     for (const detector of this.detectors) await detector.close?.();
     for (const route of this.outbox.routes) await route.sink.close?.();

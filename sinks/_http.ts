@@ -351,3 +351,41 @@ export function groupTimeSpan(alerts: Alert[]): string {
   const last = timeText(times[times.length - 1]);
   return first === last ? first : `${first} – ${last}`;
 }
+
+/** The options every chat sink (slack, teams, discord) has. */
+export interface ChatOptions {
+  /** The webhook URL. Never logged: its tokens are masked. */
+  url: string;
+  /** Request timeout: a duration such as `"10s"`, or seconds. */
+  timeout: string | number;
+}
+
+/**
+ * A chat sink: each `send` POSTs `payload(alerts)` as JSON to the webhook URL (registered as a
+ * secret); `healthcheck` gets the URL and the timeout in milliseconds.
+ */
+export function chatSink(
+  type: string,
+  context: { name: string },
+  options: ChatOptions,
+  payload: (alerts: Alert[]) => unknown,
+  healthcheck: (url: string, timeoutMs: number) => Promise<string>,
+): {
+  name: string;
+  type: string;
+  send(alerts: Alert[]): Promise<void>;
+  healthcheck(): Promise<string>;
+} {
+  const url = options.url;
+  const timeout = timeoutMs(options.timeout);
+  registerSinkSecrets(url);
+  return {
+    name: context.name,
+    type,
+    async send(alerts) {
+      if (alerts.length === 0) return;
+      await postJson(url, JSON.stringify(payload(alerts)), { timeoutMs: timeout });
+    },
+    healthcheck: () => healthcheck(url, timeout),
+  };
+}

@@ -24,6 +24,8 @@ import type { OptionsChecker, RawOptions } from "../core/validate.ts";
 import type { Sink, SinkContext, SinkPlugin } from "./mod.ts";
 import {
   alertFacts,
+  type ChatOptions,
+  chatSink,
   checkTimeout,
   checkUrl,
   DEFAULT_TIMEOUT,
@@ -31,20 +33,13 @@ import {
   type Fact,
   groupHeadline,
   httpRequest,
-  postJson,
-  registerSinkSecrets,
   statusError,
-  timeoutMs,
   topSeverity,
   truncate,
 } from "./_http.ts";
 
-/** Options of the `discord` sink. */
-export interface Options {
-  /** The channel webhook URL (`https://discord.com/api/webhooks/<id>/<token>`). Never logged. */
-  url: string;
-  /** Request timeout: a duration such as `"10s"`, or seconds. */
-  timeout: string | number;
+/** Options of the `discord` sink: the channel webhook `url` (`https://discord.com/api/webhooks/<id>/<token>`), a `timeout`, and: */
+export interface Options extends ChatOptions {
   /** Display name of the messages (≤ 80 characters); the webhook's own name when unset. */
   username?: string;
 }
@@ -256,34 +251,22 @@ export function createDiscordSink(
   context: SinkContext,
 ): Sink {
   const opts = { ...defaults, ...options };
-  const url = opts.url;
-  const timeout = timeoutMs(opts.timeout);
-  registerSinkSecrets(url);
-  return {
-    name: context.name,
-    type: "discord",
-    async send(alerts) {
-      if (alerts.length === 0) return;
-      await postJson(url, JSON.stringify(discordPayload(alerts, opts.username)), {
-        timeoutMs: timeout,
-      });
-    },
-    async healthcheck() {
-      const result = await httpRequest(url, { method: "GET", timeoutMs: timeout, bodyChars: 4096 });
-      const error = statusError("GET", url, result);
-      if (error) throw error;
-      let name = "?";
-      let channel = "?";
-      try {
-        const webhook = JSON.parse(result.body);
-        if (typeof webhook?.name === "string") name = webhook.name;
-        if (typeof webhook?.channel_id === "string") channel = webhook.channel_id;
-      } catch {
-        // not Discord's JSON: the 2xx is enough
-      }
-      return `${maskUrl(url)}: webhook "${truncate(name, 80)}" (channel ${channel})`;
-    },
-  };
+  const payload = (alerts: Alert[]) => discordPayload(alerts, opts.username);
+  return chatSink("discord", context, opts, payload, async (url, timeout) => {
+    const result = await httpRequest(url, { method: "GET", timeoutMs: timeout, bodyChars: 4096 });
+    const error = statusError("GET", url, result);
+    if (error) throw error;
+    let name = "?";
+    let channel = "?";
+    try {
+      const webhook = JSON.parse(result.body);
+      if (typeof webhook?.name === "string") name = webhook.name;
+      if (typeof webhook?.channel_id === "string") channel = webhook.channel_id;
+    } catch {
+      // not Discord's JSON: the 2xx is enough
+    }
+    return `${maskUrl(url)}: webhook "${truncate(name, 80)}" (channel ${channel})`;
+  });
 }
 
 /** The `discord` plugin. */

@@ -21,6 +21,8 @@ import type { OptionsChecker, RawOptions } from "../core/validate.ts";
 import type { Sink, SinkContext, SinkPlugin } from "./mod.ts";
 import {
   alertFacts,
+  type ChatOptions,
+  chatSink,
   checkTimeout,
   checkUrl,
   DEFAULT_TIMEOUT,
@@ -31,23 +33,15 @@ import {
   groupTimeSpan,
   httpRequest,
   ipText,
-  postJson,
-  registerSinkSecrets,
   statusError,
-  timeoutMs,
   timeText,
   topSeverity,
   truncate,
 } from "./_http.ts";
 import { maskUrl } from "../core/log.ts";
 
-/** Options of the `slack` sink. */
-export interface Options {
-  /** The incoming webhook URL (`https://hooks.slack.com/services/…`). Never logged. */
-  url: string;
-  /** Request timeout: a duration such as `"10s"`, or seconds. */
-  timeout: string | number;
-}
+/** Options of the `slack` sink: the incoming webhook `url` (`https://hooks.slack.com/services/…`) and a `timeout`. */
+export type Options = ChatOptions;
 
 /** Defaults of the `slack` sink (`url` has none: it is required). */
 export const defaults = { timeout: DEFAULT_TIMEOUT } satisfies Omit<Options, "url">;
@@ -256,18 +250,12 @@ export function createSlackSink(
   options: Partial<Options> & Pick<Options, "url">,
   context: SinkContext,
 ): Sink {
-  const opts = { ...defaults, ...options };
-  const url = opts.url;
-  const timeout = timeoutMs(opts.timeout);
-  registerSinkSecrets(url);
-  return {
-    name: context.name,
-    type: "slack",
-    async send(alerts) {
-      if (alerts.length === 0) return;
-      await postJson(url, JSON.stringify(slackPayload(alerts)), { timeoutMs: timeout });
-    },
-    async healthcheck() {
+  return chatSink(
+    "slack",
+    context,
+    { ...defaults, ...options },
+    slackPayload,
+    async (url, timeout) => {
       const result = await httpRequest(url, {
         method: "POST",
         headers: { "content-type": "application/json" },
@@ -279,7 +267,7 @@ export function createSlackSink(
       }
       throw statusError("POST", url, result)!;
     },
-  };
+  );
 }
 
 /** The `slack` plugin. */

@@ -22,6 +22,8 @@ import type { OptionsChecker, RawOptions } from "../core/validate.ts";
 import type { Sink, SinkContext, SinkPlugin } from "./mod.ts";
 import {
   alertFacts,
+  type ChatOptions,
+  chatSink,
   checkTimeout,
   checkUrl,
   DEFAULT_TIMEOUT,
@@ -32,21 +34,13 @@ import {
   headCheck,
   ipText,
   jsonBytes,
-  postJson,
-  registerSinkSecrets,
-  timeoutMs,
   timeText,
   topSeverity,
   truncate,
 } from "./_http.ts";
 
-/** Options of the `teams` sink. */
-export interface Options {
-  /** The Workflows (or incoming webhook) URL. Never logged: its `sig` token is masked. */
-  url: string;
-  /** Request timeout: a duration such as `"10s"`, or seconds. */
-  timeout: string | number;
-}
+/** Options of the `teams` sink: the Workflows (or incoming webhook) `url` and a `timeout`. */
+export type Options = ChatOptions;
 
 /** Defaults of the `teams` sink (`url` has none: it is required). */
 export const defaults = { timeout: DEFAULT_TIMEOUT } satisfies Omit<Options, "url">;
@@ -316,19 +310,7 @@ export function createTeamsSink(
   options: Partial<Options> & Pick<Options, "url">,
   context: SinkContext,
 ): Sink {
-  const opts = { ...defaults, ...options };
-  const url = opts.url;
-  const timeout = timeoutMs(opts.timeout);
-  registerSinkSecrets(url);
-  return {
-    name: context.name,
-    type: "teams",
-    async send(alerts) {
-      if (alerts.length === 0) return;
-      await postJson(url, JSON.stringify(teamsPayload(alerts)), { timeoutMs: timeout });
-    },
-    healthcheck: () => headCheck(url, timeout),
-  };
+  return chatSink("teams", context, { ...defaults, ...options }, teamsPayload, headCheck);
 }
 
 /** The `teams` plugin. */

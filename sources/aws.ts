@@ -560,3 +560,24 @@ export function describeAwsError(error: unknown, context: AwsErrorContext): AwsE
     status === undefined || status >= 500,
   );
 }
+
+/** The seeds' names for the AWS keys (BuffaLogs, LimaCharlie) → trailwatch's. */
+const SEED_KEY_NAMES: Record<string, string> = {
+  aws_access_key_id: "credentials.accessKeyId",
+  aws_secret_access_key: "credentials.secretAccessKey",
+  access_key: "credentials.accessKeyId",
+  secret_key: "credentials.secretAccessKey",
+};
+
+/**
+ * Reports the seeds' option names used inside a trailwatch source block (`bucket_name`,
+ * `access_key`, …) with the trailwatch name to use instead; `names` adds the plugin's own.
+ */
+export function checkSeedNames(check: OptionsChecker, names: Record<string, string>): void {
+  for (const [alias, name] of Object.entries({ ...names, ...SEED_KEY_NAMES })) {
+    if (check.raw[alias] !== undefined) {
+      check.any(alias);
+      check.problem(alias, `trailwatch calls this "${name}"`);
+    }
+  }
+}

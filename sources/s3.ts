@@ -77,6 +77,7 @@ import {
   type AwsErrorKind,
   type AwsOptions,
   checkAwsOptions,
+  checkSeedNames,
   credentialPlan,
   describeAwsError,
 } from "./aws.ts";
@@ -782,19 +783,24 @@ class S3Source implements Source {
       await this.client.send(new HeadBucketCommand({ Bucket: this.opts.bucket }));
       return;
     } catch (error) {
-      const info = describeAwsError(error, {
-        permission: "s3:ListBucket",
-        arn: `arn:aws:s3:::${this.opts.bucket}`,
-        scope: "bucket",
-        region: this.opts.region ?? await clientRegion(this.client),
-        configPath: this.#configPath,
-      });
+      const info = await this.#bucketError(error);
       if (info.kind !== "access-denied") {
         throw new Error(`Cannot open s3://${this.opts.bucket}: ${info.message}`, { cause: error });
       }
     }
     const controller = new AbortController();
     await this.#list({ Prefix: this.opts.prefix, MaxKeys: 1 }, controller.signal);
+  }
+
+  /** What an error of a bucket-level call (HeadBucket, ListObjectsV2) means. */
+  async #bucketError(error: unknown): Promise<AwsErrorInfo> {
+    return describeAwsError(error, {
+      permission: "s3:ListBucket",
+      arn: `arn:aws:s3:::${this.opts.bucket}`,
+      scope: "bucket",
+      region: this.opts.region ?? await clientRegion(this.client),
+      configPath: this.#configPath,
+    });
   }
 
   async #list(
@@ -807,13 +813,7 @@ class S3Source implements Source {
         { abortSignal: signal },
       );
     } catch (error) {
-      const info = describeAwsError(error, {
-        permission: "s3:ListBucket",
-        arn: `arn:aws:s3:::${this.opts.bucket}`,
-        scope: "bucket",
-        region: this.opts.region ?? await clientRegion(this.client),
-        configPath: this.#configPath,
-      });
+      const info = await this.#bucketError(error);
       throw new ListingError(`Cannot list ${this.#where(input.Prefix)}: ${info.message}`, info, {
         cause: error,
       });
@@ -1242,14 +1242,6 @@ export function createS3Source(
   return new S3Source(options, context, deps);
 }
 
-const ALIASES: Record<string, string> = {
-  bucket_name: "bucket",
-  aws_access_key_id: "credentials.accessKeyId",
-  aws_secret_access_key: "credentials.secretAccessKey",
-  access_key: "credentials.accessKeyId",
-  secret_key: "credentials.secretAccessKey",
-};
-
 /** The `s3` source plugin. */
 export const s3Source: SourcePlugin = {
   description: "CloudTrail log files from an S3 bucket (organization trails included)",
@@ -1283,12 +1275,7 @@ export const s3Source: SourcePlugin = {
     check.duration("lookback");
     check.duration("retryFailedAfter");
     checkAwsOptions(check);
-    for (const [alias, name] of Object.entries(ALIASES)) {
-      if (check.raw[alias] !== undefined) {
-        check.any(alias);
-        check.problem(alias, `trailwatch calls this "${name}"`);
-      }
-    }
+    checkSeedNames(check, { bucket_name: "bucket" });
   },
   create: (options: RawOptions, context) => createS3Source(options as Partial<Options>, context),
 };

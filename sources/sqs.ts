@@ -72,6 +72,7 @@ import {
   awsDefaults,
   type AwsOptions,
   checkAwsOptions,
+  checkSeedNames,
   credentialPlan,
   describeAwsError,
 } from "./aws.ts";
@@ -1104,14 +1105,6 @@ export function createSqsSource(
   return new SqsSource(options, context, deps);
 }
 
-const ALIASES: Record<string, string> = {
-  queue_url: "queueUrl",
-  access_key: "credentials.accessKeyId",
-  secret_key: "credentials.secretAccessKey",
-  aws_access_key_id: "credentials.accessKeyId",
-  aws_secret_access_key: "credentials.secretAccessKey",
-};
-
 /** The `sqs` source plugin. */
 export const sqsSource: SourcePlugin = {
   description:
@@ -1130,12 +1123,7 @@ export const sqsSource: SourcePlugin = {
     check.integer("maxRunSeconds", { min: 0, max: 86_400 });
     checkAwsOptions(check);
     check.object("s3", (c) => checkAwsOptions(c));
-    for (const [alias, name] of Object.entries(ALIASES)) {
-      if (check.raw[alias] !== undefined) {
-        check.any(alias);
-        check.problem(alias, `trailwatch calls this "${name}"`);
-      }
-    }
+    checkSeedNames(check, { queue_url: "queueUrl" });
   },
   create: (options: RawOptions, context) => createSqsSource(options as Partial<Options>, context),
 };
