@@ -120,6 +120,7 @@ async function ingest(args: string[]): Promise<number> {
       ? (alert) => Deno.stdout.writeSync(encoder.encode(`(dry run) ${formatAlertLine(alert)}\n`))
       : undefined,
   });
+  runtime.warmUp();
   const controller = new AbortController();
   const stop = (signal: Deno.Signal) => {
     if (controller.signal.aborted) return;

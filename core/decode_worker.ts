@@ -20,13 +20,15 @@ import { compileCustomMapping } from "../mapping/custom_mapping.ts";
 import { type DecodedRecord, ObjectDecoder } from "./decode.ts";
 import { errorMessage, ObjectDecodeError } from "./errors.ts";
 import { captureLog } from "./log.ts";
-import { packPrepared, Preparer } from "./prepare.ts";
+import { packedSize, packedTransfer, packPrepared, Preparer } from "./prepare.ts";
 import type { FromWorker, ToWorker } from "./workers.ts";
 
 /** Batches a worker may have outstanding before it waits for the main thread. */
 const MAX_UNACKED_BYTES = 16 * 1024 * 1024;
 /** Input chunks asked for ahead, so the worker rarely waits for the main thread's reads. */
 const INPUT_AHEAD = 3;
+/** Bytes read at a time from a local file. */
+const READ_BYTES = 256 * 1024;
 
 interface Job {
   id: number;
@@ -37,6 +39,8 @@ interface Job {
   unacked: number;
   /** Input chunks not asked for because too many batches wait. */
   owed: number;
+  /** Resumes reading a local file once enough batches are taken. */
+  resume?: () => void;
 }
 
 // Logs go to the main thread's stderr as they would; the worker keeps quiet about its own set-up.
@@ -52,9 +56,13 @@ function post(message: FromWorker): void {
 function send(current: Job, records: DecodedRecord[]): void {
   if (records.length === 0) return;
   const packed = packPrepared(current.preparer.decoded(records));
-  current.sizes.push(packed.rows.length);
-  current.unacked += packed.rows.length;
-  post({ t: "batch", job: current.id, batch: packed });
+  const size = packedSize(packed);
+  current.sizes.push(size);
+  current.unacked += size;
+  self.postMessage(
+    { t: "batch", job: current.id, batch: packed } satisfies FromWorker,
+    packedTransfer(packed),
+  );
 }
 
 function askForMore(current: Job): void {
@@ -73,6 +81,64 @@ function fail(current: Job, error: unknown): void {
       message: error.message,
     });
   } else post({ t: "error", job: current.id, message: errorMessage(error) });
+}
+
+/** Decodes a chunk of the object; false if the job failed. */
+function decode(current: Job, bytes: Uint8Array): boolean {
+  const out: DecodedRecord[] = [];
+  try {
+    current.decoder.push(bytes, out);
+  } catch (error) {
+    send(current, out);
+    fail(current, error);
+    return false;
+  }
+  send(current, out);
+  return true;
+}
+
+/** Ends the object. */
+function finish(current: Job): void {
+  const out: DecodedRecord[] = [];
+  try {
+    current.decoder.end(out);
+  } catch (error) {
+    send(current, out);
+    fail(current, error);
+    return;
+  }
+  send(current, out);
+  job = undefined;
+  post({ t: "done", job: current.id });
+}
+
+/** Reads a local file itself, pausing while too many batches wait on the main thread. */
+async function readFile(current: Job, path: string): Promise<void> {
+  let file: Deno.FsFile | undefined;
+  try {
+    file = await Deno.open(path);
+    while (job === current) {
+      if (current.unacked >= MAX_UNACKED_BYTES) {
+        await new Promise<void>((resolve) => (current.resume = resolve));
+        current.resume = undefined;
+        continue;
+      }
+      const bytes = new Uint8Array(READ_BYTES);
+      const n = await file.read(bytes);
+      if (job !== current) return;
+      if (n === null) return finish(current);
+      if (!decode(current, bytes.subarray(0, n))) return;
+    }
+  } catch (error) {
+    if (job === current) {
+      current.decoder.close();
+      job = undefined;
+      const reason = errorMessage(error);
+      post({ t: "error", job: current.id, read: reason, message: reason });
+    }
+  } finally {
+    file?.close();
+  }
 }
 
 async function init(message: Extract<ToWorker, { t: "init" }>): Promise<void> {
@@ -100,7 +166,7 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
       const mapping = message.customMapping
         ? compileCustomMapping(message.customMapping, message.customFields ?? [])
         : undefined;
-      job = {
+      const current: Job = {
         id: message.job,
         decoder: new ObjectDecoder(message.object, message.decode),
         preparer: new Preparer(detectors, { mapping, insight: message.insight }),
@@ -108,47 +174,29 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
         unacked: 0,
         owed: 0,
       };
-      post({ t: "want", job: job.id, n: INPUT_AHEAD });
+      job = current;
+      if (message.path !== undefined) void readFile(current, message.path);
+      else post({ t: "want", job: current.id, n: INPUT_AHEAD });
       return;
     }
     case "data": {
       const current = job;
-      if (!current || current.id !== message.job) return;
-      const out: DecodedRecord[] = [];
-      try {
-        current.decoder.push(message.bytes, out);
-      } catch (error) {
-        send(current, out);
-        fail(current, error);
-        return;
-      }
-      send(current, out);
-      askForMore(current);
+      if (current?.id === message.job && decode(current, message.bytes)) askForMore(current);
       return;
     }
-    case "end": {
-      const current = job;
-      if (!current || current.id !== message.job) return;
-      const out: DecodedRecord[] = [];
-      try {
-        current.decoder.end(out);
-      } catch (error) {
-        send(current, out);
-        fail(current, error);
-        return;
-      }
-      send(current, out);
-      job = undefined;
-      post({ t: "done", job: current.id });
+    case "end":
+      if (job?.id === message.job) finish(job);
       return;
-    }
     case "ack": {
       const current = job;
       if (!current || current.id !== message.job) return;
       current.unacked -= current.sizes.shift() ?? 0;
-      if (current.owed > 0 && current.unacked < MAX_UNACKED_BYTES) {
-        post({ t: "want", job: current.id, n: current.owed });
-        current.owed = 0;
+      if (current.unacked < MAX_UNACKED_BYTES) {
+        current.resume?.();
+        if (current.owed > 0) {
+          post({ t: "want", job: current.id, n: current.owed });
+          current.owed = 0;
+        }
       }
       return;
     }

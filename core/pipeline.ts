@@ -416,6 +416,16 @@ export class Runtime {
     return total;
   }
 
+  /**
+   * Starts, in the background, what passes will need: the decode workers and the geo database.
+   * `ingest` calls it at start-up so that the first pass does not wait for them; failures
+   * surface when a pass needs the thing that failed.
+   */
+  warmUp(): void {
+    this.#decodePool()?.catch(() => {});
+    this.geo.ready().catch(() => {});
+  }
+
   /** One delivery round of the outbox (the delivery cron). */
   deliver(options: { signal?: AbortSignal; sink?: string } = {}): Promise<DeliveryReport> {
     return this.#serialized(() => this.#withLease(() => this.outbox.deliver(options)));
@@ -425,6 +435,11 @@ export class Runtime {
     const started = performance.now();
     const summary = emptySummary();
     const cache = new StateCache(this.store);
+    // A detector with no state yet (a first backfill) needs no KV reads until it has some.
+    await Promise.all(this.detectors.map(async ({ name }) => {
+      const first = await this.store.kv.list({ prefix: ["det", name] }, { limit: 1 }).next();
+      if (first.done) cache.assumeEmpty(name);
+    }));
     const state: PassState = {
       source,
       config,
@@ -469,8 +484,9 @@ export class Runtime {
       progress: { listed: (count, bytes) => state.progress.listed(count, bytes) },
     };
     try {
+      const starting = this.#decodePool();
       await source.preflight?.();
-      const pool = await this.#decodePool();
+      const pool = await starting;
       if (pool) {
         await this.#objectsAhead(state, source.objects(run), controller.signal, pool);
       } else {

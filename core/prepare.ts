@@ -98,20 +98,30 @@ export class Preparer {
 
 /**
  * A batch of prepared records as a decode worker sends it. Structured cloning of event objects
- * costs more than parsing the record did, so events travel as one JSON text of positional rows
- * (`raw` left behind: stateful detectors never read it), which the main thread parses natively.
+ * costs more than parsing the record did, so events travel in columns: string fields as indexes
+ * into one table of the batch's distinct strings (a user, key, address or agent repeated over the
+ * batch is sent and allocated once), numbers in typed arrays (transferred, not copied). `raw` is
+ * left behind: stateful detectors never read it.
  */
 export interface PackedBatch {
-  /** JSON array of event rows: `[index, time, failure, ...PACKED_FIELDS]`. */
-  rows: string;
+  /** The distinct strings of the batch; index 0 stands for "absent". */
+  strings: (string | undefined)[];
+  /** Per event, {@link STRING_FIELDS}.length indexes into `strings`. */
+  codes: Int32Array;
+  /** Per event: record index, then flags (bit 0: insight). */
+  ints: Int32Array;
+  /** Per event: time, lat, lon (NaN: absent). */
+  numbers: Float64Array;
+  /** The rare per-event extras: `[position, failure, custom]`. */
+  extras: [number, string | undefined, Record<string, unknown> | undefined][];
   /** Record failures: `[index, offset, error]`. */
   errors: [number, number, string][];
-  /** Stateless alerts: `[position of the event in rows, detector index, draft]`. */
+  /** Stateless alerts: `[position of the event, detector index, draft]`. */
   drafts: [number, number, AlertDraft][];
 }
 
 /** The string fields of a packed event, in order. */
-const PACKED_FIELDS = [
+const STRING_FIELDS = [
   "timestamp",
   "event_id",
   "event_name",
@@ -131,91 +141,132 @@ const PACKED_FIELDS = [
   "outcome",
   "error_code",
   "mfa_used",
-  "insight",
   "country",
   "city",
-  "lat",
-  "lon",
-  "custom",
 ] as const satisfies readonly (keyof NormalizedEvent)[];
+const F = STRING_FIELDS.length;
+/** Fields unique to (nearly) every event: put in the table without looking them up. */
+const UNIQUE_FIELDS = 2;
 
 const NO_RAW: CloudTrailRecord = Object.freeze({}) as CloudTrailRecord;
 
 /** Packs prepared records for the trip from a worker to the main thread. */
 export function packPrepared(items: readonly Prepared[]): PackedBatch {
-  const rows: unknown[] = [];
+  let n = 0;
+  for (const item of items) if (item.error === undefined) n++;
+  const strings: (string | undefined)[] = [undefined];
+  const seen = new Map<string, number>();
+  const codes = new Int32Array(n * F);
+  const ints = new Int32Array(n * 2);
+  const numbers = new Float64Array(n * 3);
+  const extras: PackedBatch["extras"] = [];
   const errors: [number, number, string][] = [];
   const drafts: [number, number, AlertDraft][] = [];
+  let k = 0;
   for (const item of items) {
     if (item.error !== undefined) {
       errors.push([item.index, item.offset, item.error]);
       continue;
     }
-    const e = item.event;
-    if (item.drafts) {
-      for (const [detector, draft] of item.drafts) drafts.push([rows.length, detector, draft]);
+    const e = item.event as unknown as Record<string, unknown>;
+    const at = k * F;
+    for (let f = 0; f < F; f++) {
+      const value = e[STRING_FIELDS[f]] as string | undefined;
+      if (value === undefined) continue;
+      if (f < UNIQUE_FIELDS) {
+        codes[at + f] = strings.push(value) - 1;
+        continue;
+      }
+      let code = seen.get(value);
+      if (code === undefined) {
+        code = strings.push(value) - 1;
+        seen.set(value, code);
+      }
+      codes[at + f] = code;
     }
-    const row: unknown[] = [item.index, e.time, item.failure ?? null];
-    for (const field of PACKED_FIELDS) row.push(e[field] ?? null);
-    rows.push(row);
+    const event = item.event;
+    ints[2 * k] = item.index;
+    ints[2 * k + 1] = event.insight ? 1 : 0;
+    numbers[3 * k] = event.time;
+    numbers[3 * k + 1] = event.lat ?? NaN;
+    numbers[3 * k + 2] = event.lon ?? NaN;
+    if (item.failure !== undefined || event.custom !== undefined) {
+      extras.push([k, item.failure, event.custom]);
+    }
+    if (item.drafts) {
+      for (const [detector, draft] of item.drafts) drafts.push([k, detector, draft]);
+    }
+    k++;
   }
-  return { rows: JSON.stringify(rows), errors, drafts };
+  return { strings, codes, ints, numbers, extras, errors, drafts };
+}
+
+/** The buffers of a packed batch, to transfer rather than copy. */
+export function packedTransfer(batch: PackedBatch): ArrayBuffer[] {
+  return [batch.codes.buffer, batch.ints.buffer, batch.numbers.buffer] as ArrayBuffer[];
+}
+
+/** Approximate bytes a packed batch holds (for back-pressure). */
+export function packedSize(batch: PackedBatch): number {
+  let size = batch.codes.byteLength + batch.ints.byteLength + batch.numbers.byteLength;
+  for (let i = 1; i < batch.strings.length; i++) size += 2 * (batch.strings[i] as string).length;
+  return size;
 }
 
 /** Unpacks a {@link PackedBatch} into prepared records (in record order; `raw` is empty). */
 export function unpackPrepared(batch: PackedBatch): Prepared[] {
-  const rows = JSON.parse(batch.rows) as unknown[][];
+  const { strings: s, codes: c, ints, numbers } = batch;
+  const n = ints.length / 2;
   const out: Prepared[] = [];
-  let e = 0;
-  const take = (r: unknown[], i: number) => (r[i] === null ? undefined : r[i]);
+  const extras = new Map<number, [string | undefined, Record<string, unknown> | undefined]>();
+  for (const [position, failure, custom] of batch.extras) extras.set(position, [failure, custom]);
   const byPosition = new Map<number, [number, AlertDraft][]>();
   for (const [position, detector, draft] of batch.drafts) {
     const list = byPosition.get(position);
     if (list) list.push([detector, draft]);
     else byPosition.set(position, [[detector, draft]]);
   }
-  const pushEvent = (position: number) => {
-    const r = rows[position];
+  const pushEvent = (k: number) => {
+    const p = k * F;
+    const lat = numbers[3 * k + 1];
+    const lon = numbers[3 * k + 2];
+    const extra = extras.get(k);
     const event: NormalizedEvent = {
-      timestamp: r[3] as string,
-      time: r[1] as number,
-      event_id: r[4] as string,
-      event_name: r[5] as string,
-      event_source: r[6] as string,
-      event_type: take(r, 7) as string | undefined,
-      username: r[8] as string,
-      user_type: take(r, 9) as string | undefined,
-      session_name: take(r, 10) as string | undefined,
-      user_arn: take(r, 11) as string | undefined,
-      access_key_id: take(r, 12) as string | undefined,
-      ip: take(r, 13) as string | undefined,
-      source_host: take(r, 14) as string | undefined,
-      invoked_by: take(r, 15) as string | undefined,
-      region: take(r, 16) as string | undefined,
-      account_id: take(r, 17) as string | undefined,
-      agent: take(r, 18) as string | undefined,
-      outcome: r[19] as NormalizedEvent["outcome"],
-      error_code: take(r, 20) as string | undefined,
-      mfa_used: take(r, 21) as string | undefined,
-      insight: take(r, 22) as boolean | undefined,
-      country: take(r, 23) as string | undefined,
-      city: take(r, 24) as string | undefined,
-      lat: take(r, 25) as number | undefined,
-      lon: take(r, 26) as number | undefined,
-      custom: take(r, 27) as Record<string, unknown> | undefined,
+      timestamp: s[c[p]] as string,
+      time: numbers[3 * k],
+      event_id: s[c[p + 1]] as string,
+      event_name: s[c[p + 2]] as string,
+      event_source: s[c[p + 3]] as string,
+      event_type: s[c[p + 4]],
+      username: s[c[p + 5]] as string,
+      user_type: s[c[p + 6]],
+      session_name: s[c[p + 7]],
+      user_arn: s[c[p + 8]],
+      access_key_id: s[c[p + 9]],
+      ip: s[c[p + 10]],
+      source_host: s[c[p + 11]],
+      invoked_by: s[c[p + 12]],
+      region: s[c[p + 13]],
+      account_id: s[c[p + 14]],
+      agent: s[c[p + 15]],
+      outcome: s[c[p + 16]] as NormalizedEvent["outcome"],
+      error_code: s[c[p + 17]],
+      mfa_used: s[c[p + 18]],
+      insight: ints[2 * k + 1] & 1 ? true : undefined,
+      country: s[c[p + 19]],
+      city: s[c[p + 20]],
+      lat: Number.isNaN(lat) ? undefined : lat,
+      lon: Number.isNaN(lon) ? undefined : lon,
+      custom: extra?.[1],
       raw: NO_RAW,
     };
-    out.push({
-      index: r[0] as number,
-      event,
-      drafts: byPosition.get(position),
-      failure: take(r, 2) as string | undefined,
-    });
+    out.push({ index: ints[2 * k], event, drafts: byPosition.get(k), failure: extra?.[0] });
   };
   // Merge events and errors back into record order.
+  let e = 0;
   let x = 0;
-  while (e < rows.length || x < batch.errors.length) {
-    const nextEvent = e < rows.length ? rows[e][0] as number : Infinity;
+  while (e < n || x < batch.errors.length) {
+    const nextEvent = e < n ? ints[2 * e] : Infinity;
     const nextError = x < batch.errors.length ? batch.errors[x][0] : Infinity;
     if (nextEvent < nextError) pushEvent(e++);
     else {

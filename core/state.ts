@@ -231,6 +231,8 @@ export class StateCache {
   #dirty = new Set<string>();
   #lazy = new Set<string>();
   #dirtyBytes = 0;
+  /** Namespaces known to have no key in KV (see {@link StateCache.assumeEmpty}). */
+  #empty = new Set<string>();
 
   /** Caches `store`, keeping at most about `limit` clean entries. */
   constructor(store: StateStore, limit = 200_000) {
@@ -250,26 +252,59 @@ export class StateCache {
 
   /** The namespaced state of one detector. */
   forDetector(name: string): DetectorState {
+    const prefix = keyId(["det", name]);
     const scoped = (key: Deno.KvKey): Deno.KvKey => ["det", name, ...key];
     return {
-      get: (key) => this.get(scoped(key)),
-      peek: (key) => this.peek(scoped(key)),
-      set: (key, value, options) => this.set(scoped(key), value, options?.expireIn, options?.lazy),
-      delete: (key) => this.set(scoped(key), undefined),
+      get: (key) => this.#get(prefix + keyId(key), key, scoped),
+      peek: (key) => this.#peek(prefix + keyId(key)),
+      set: (key, value, options) =>
+        this.#set(prefix + keyId(key), key, scoped, value, options?.expireIn, options?.lazy),
+      delete: (key) => this.#set(prefix + keyId(key), key, scoped, undefined),
     };
+  }
+
+  /**
+   * Declares that KV holds no key under `["det", namespace]` (checked at the start of a pass):
+   * reads of keys in it are answered "absent" without asking KV, until an entry that was
+   * written there leaves the cache.
+   */
+  assumeEmpty(namespace: string): void {
+    this.#empty.add(namespace);
   }
 
   /** The cached value of `key` (`{value}`), or undefined when it is not cached. */
   peek<T>(key: Deno.KvKey): { value: T | undefined } | undefined {
-    const hit = this.#entries.get(keyId(key));
+    return this.#peek(keyId(key));
+  }
+
+  #peek<T>(id: string): { value: T | undefined } | undefined {
+    const hit = this.#entries.get(id);
     return hit ? { value: hit.value as T | undefined } : undefined;
   }
 
+  /** Whether `key` is known to be absent from KV (its namespace was empty). */
+  #absent(key: Deno.KvKey): boolean {
+    return this.#empty.size > 0 && key[0] === "det" && this.#empty.has(key[1] as string);
+  }
+
   /** Reads a value through the cache. */
-  async get<T>(key: Deno.KvKey): Promise<T | undefined> {
-    const id = keyId(key);
+  get<T>(key: Deno.KvKey): Promise<T | undefined> {
+    return this.#get(keyId(key), key, (k) => k);
+  }
+
+  async #get<T>(
+    id: string,
+    relative: Deno.KvKey,
+    scope: (key: Deno.KvKey) => Deno.KvKey,
+  ): Promise<T | undefined> {
     const hit = this.#entries.get(id);
     if (hit) return hit.value as T | undefined;
+    const key = scope(relative);
+    if (this.#absent(key)) {
+      this.#entries.set(id, { key, value: undefined, state: "clean", size: 0 });
+      this.#evict();
+      return undefined;
+    }
     const value = await this.#store.get<T>(key);
     // A write may have landed while we awaited.
     const raced = this.#entries.get(id);
@@ -287,9 +322,15 @@ export class StateCache {
     const missing = new Map<string, Deno.KvKey>();
     for (const key of keys) {
       const id = keyId(key);
-      if (!this.#entries.has(id)) missing.set(id, key);
+      if (this.#entries.has(id)) continue;
+      if (this.#absent(key)) {
+        this.#entries.set(id, { key, value: undefined, state: "clean", size: 0 });
+      } else missing.set(id, key);
     }
-    if (missing.size === 0) return 0;
+    if (missing.size === 0) {
+      this.#evict();
+      return 0;
+    }
     const ids = [...missing.keys()];
     const reads: Promise<void>[] = [];
     for (let i = 0; i < ids.length; i += 10) {
@@ -317,7 +358,17 @@ export class StateCache {
 
   /** Writes a value (undefined deletes) through the cache; `lazy`: see {@link SetOptions}. */
   set(key: Deno.KvKey, value: unknown, expireIn?: number, lazy = false): void {
-    const id = keyId(key);
+    this.#set(keyId(key), key, (k) => k, value, expireIn, lazy);
+  }
+
+  #set(
+    id: string,
+    relative: Deno.KvKey,
+    scope: (key: Deno.KvKey) => Deno.KvKey,
+    value: unknown,
+    expireIn?: number,
+    lazy = false,
+  ): void {
     const entry = this.#entries.get(id);
     if (entry) {
       entry.value = value;
@@ -338,7 +389,13 @@ export class StateCache {
       this.#dirty.add(id);
       return;
     }
-    const fresh: CacheEntry = { key, value, state: lazy ? "lazy" : "dirty", expireIn, size: 0 };
+    const fresh: CacheEntry = {
+      key: scope(relative),
+      value,
+      state: lazy ? "lazy" : "dirty",
+      expireIn,
+      size: 0,
+    };
     this.#entries.set(id, fresh);
     if (lazy) this.#lazy.add(id);
     else {
@@ -385,6 +442,7 @@ export class StateCache {
 
   /** Forgets everything (after a failed commit, the cache may hold uncommitted values). */
   clear(): void {
+    this.#empty.clear();
     this.#entries.clear();
     this.#dirty.clear();
     this.#lazy.clear();
@@ -397,6 +455,10 @@ export class StateCache {
     for (const [id, entry] of this.#entries) {
       if (drop <= 0) break;
       if (entry.state !== "clean") continue;
+      // A value written here is in KV now: its namespace is no longer known to be empty.
+      if (entry.value !== undefined && this.#empty.size > 0) {
+        this.#empty.delete(entry.key[1] as string);
+      }
       this.#entries.delete(id);
       drop--;
     }

@@ -12,7 +12,7 @@
 import type { SourceObject } from "../sources/mod.ts";
 import type { SourceConfig } from "./config.ts";
 import type { DecodeOptions } from "./decode.ts";
-import { ObjectDecodeError } from "./errors.ts";
+import { ObjectDecodeError, SourceReadError } from "./errors.ts";
 import { type PackedBatch, type Prepared, unpackPrepared } from "./prepare.ts";
 import type { RawOptions } from "./validate.ts";
 
@@ -33,6 +33,8 @@ export type ToWorker =
     t: "start";
     job: number;
     object: string;
+    /** A local file the worker reads itself (no `data` messages then). */
+    path?: string;
     insight?: boolean;
     customMapping?: Record<string, string>;
     customFields?: string[];
@@ -54,6 +56,8 @@ export type FromWorker =
     t: "error";
     job: number;
     decode?: { object: string; offset: number; reason: string };
+    /** The object could not be read (a {@link SourceReadError}). */
+    read?: string;
     message: string;
   };
 
@@ -110,6 +114,7 @@ export class DecodeJob {
       t: "start",
       job: this.id,
       object: this.object.id,
+      path: this.object.path,
       insight: this.object.insight,
       customMapping: this.#config.customMapping,
       customFields: this.#config.customFields,
@@ -139,6 +144,8 @@ export class DecodeJob {
             message.decode.offset,
             message.decode.reason,
           )
+          : message.read !== undefined
+          ? new SourceReadError(this.object.id, message.read, false)
           : new Error(message.message);
         this.#release();
         break;

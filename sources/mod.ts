@@ -27,6 +27,11 @@ export interface SourceObject {
    * attempt. Errors should be {@link SourceReadError}s.
    */
   open?(signal: AbortSignal): Promise<ReadableStream<Uint8Array>>;
+  /**
+   * A local file holding the same bytes `open` gives: decode workers read it themselves rather
+   * than through the main thread.
+   */
+  readonly path?: string;
   /** Records already decoded (e.g. an EventBridge event in a queue message), instead of `open`. */
   readonly records?: readonly unknown[];
 }

@@ -34,6 +34,35 @@ Deno.test("StateCache reads through once, writes back only at flush, and namespa
   }
 });
 
+Deno.test("StateCache.assumeEmpty() answers reads of an empty namespace without KV, until a written entry leaves the cache", async () => {
+  const store = await StateStore.open(":memory:");
+  try {
+    const cache = new StateCache(store, 4);
+    cache.assumeEmpty("a");
+    // Written behind the cache's back: an empty namespace is never read, so this stays unseen.
+    await store.kv.set(["det", "a", "k", 1], "hidden");
+    await store.kv.set(["det", "b", "k", 1], "seen");
+    const a = cache.forDetector("a");
+    assert.equal(await a.get(["k", 1]), undefined);
+    assert.equal(await cache.prefetch([["det", "a", "k", 2], ["det", "b", "k", 1]]), 1);
+    assert.deepEqual(cache.peek(["det", "a", "k", 2]), { value: undefined });
+    assert.deepEqual(cache.peek(["det", "b", "k", 1]), { value: "seen" });
+    // A value written to the namespace is committed; once it is evicted the cache can no longer
+    // vouch for the namespace, and reads go to KV again.
+    a.set(["k", 3], "written");
+    const commit = new Commit();
+    cache.flush(commit);
+    await store.commit(commit);
+    for (let i = 10; i < 20; i++) await cache.forDetector("c").get(["k", i]);
+    assert.equal(cache.peek(["det", "a", "k", 3]), undefined);
+    assert.equal(await cache.forDetector("a").get(["k", 4]), undefined);
+    await store.kv.set(["det", "a", "k", 5], "now read");
+    assert.equal(await a.get(["k", 5]), "now read");
+  } finally {
+    store.close();
+  }
+});
+
 Deno.test("Commit.fits() keeps a commit inside Deno KV's limits", () => {
   const commit = new Commit();
   for (let i = 0; i < 980; i++) commit.set(["k", i], 1);

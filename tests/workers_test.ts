@@ -137,3 +137,45 @@ Deno.test("decode workers give the same events, failures and alerts as the main 
     await tmp.cleanup();
   }
 });
+
+Deno.test("a decode worker that cannot read a local file fails that object, not the pass", async () => {
+  const tmp = await tempDir();
+  try {
+    const dir = `${tmp.path}/logs`;
+    await writeFiles(dir, {
+      "a.json.gz": trailFile([rootLogin()]),
+      "b.json.gz": trailFile([rootLogin()]),
+      "c.json.gz": trailFile([rootLogin()]),
+    });
+    const config = resolveConfig({
+      sources: { logs: { type: "local", path: dir } },
+      detectors: { root_activity: {} },
+      sinks: { out: { type: "jsonl", path: `${tmp.path}/alerts.jsonl` } },
+      pipeline: { workers: 1 },
+    }, "/");
+    const store = await StateStore.open(":memory:");
+    const runtime = await Runtime.create(config, { store, geo: staticGeoProvider({}) });
+    try {
+      // The file goes away after the source listed it, before the worker opens it.
+      const source = runtime.sources.get("logs")!.source;
+      const objects = source.objects.bind(source);
+      source.objects = async function* (run) {
+        for await (const object of objects(run)) {
+          if (object.id.endsWith("b.json.gz")) await Deno.remove(object.id);
+          yield object;
+        }
+      };
+      const summary = await runtime.pass("logs");
+      assert.equal(summary.objects_read, 2);
+      assert.equal(summary.objects_failed, 1);
+      assert.equal(summary.events, 2);
+      const [failure] = summary.failures;
+      assert.match(failure.reason, /^Cannot read .*b\.json\.gz: /);
+    } finally {
+      await runtime.close();
+      store.close();
+    }
+  } finally {
+    await tmp.cleanup();
+  }
+});
