@@ -116,11 +116,11 @@ async function ingest(args: string[]): Promise<number> {
   const runtime = await Runtime.create(config, {
     statePath: values.state,
     dryRun,
+    warmUp: true,
     onAlert: dryRun
       ? (alert) => Deno.stdout.writeSync(encoder.encode(`(dry run) ${formatAlertLine(alert)}\n`))
       : undefined,
   });
-  runtime.warmUp();
   const controller = new AbortController();
   const stop = (signal: Deno.Signal) => {
     if (controller.signal.aborted) return;

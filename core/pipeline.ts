@@ -189,6 +189,11 @@ export interface RuntimeOptions {
   leaseWaitMs?: number;
   /** Called for every alert as it is put in the outbox (in dry-run mode: instead of it). */
   onAlert?: (alert: Alert) => void;
+  /**
+   * Starts the decode workers and loads the geo database at once, in the background (`ingest`),
+   * rather than when the first pass needs them. Failures surface when a pass needs the thing.
+   */
+  warmUp?: boolean;
 }
 
 interface PassState {
@@ -230,6 +235,19 @@ export class LeaseBusyError extends Error {
     super(message);
     this.name = "LeaseBusyError";
   }
+}
+
+/** Starts the decode workers of `pipeline.workers` (none: undefined). */
+function startPool(config: Config): Promise<DecodePool> | undefined {
+  const workers = config.pipeline.workers;
+  if (workers === 0) return undefined;
+  const pool = DecodePool.create(
+    workers,
+    config.detectors.map(({ name, type, options }) => ({ name, type, options })),
+    config.baseDir,
+  );
+  pool.catch(() => {}); // observed by the pass that needs it
+  return pool;
 }
 
 /**
@@ -297,6 +315,20 @@ export class Runtime {
 
   /** Builds every plugin of `config` and opens the state. */
   static async create(config: Config, options: RuntimeOptions = {}): Promise<Runtime> {
+    // Workers take a while to start: let them while this thread builds the rest.
+    const pool = options.warmUp ? startPool(config) : undefined;
+    try {
+      const runtime = await Runtime.#build(config, options);
+      runtime.#pool = pool;
+      if (options.warmUp) runtime.geo.ready().catch(() => {});
+      return runtime;
+    } catch (error) {
+      await pool?.then((p) => p.close(), () => {});
+      throw error;
+    }
+  }
+
+  static async #build(config: Config, options: RuntimeOptions): Promise<Runtime> {
     const store = options.store ??
       await StateStore.open(options.statePath ?? config.state.path, { dryRun: options.dryRun });
     const sources = new Map<string, { source: Source; config: SourceConfig }>();
@@ -414,16 +446,6 @@ export class Runtime {
     );
     total.duration_s = (performance.now() - started) / 1000;
     return total;
-  }
-
-  /**
-   * Starts, in the background, what passes will need: the decode workers and the geo database.
-   * `ingest` calls it at start-up so that the first pass does not wait for them; failures
-   * surface when a pass needs the thing that failed.
-   */
-  warmUp(): void {
-    this.#decodePool()?.catch(() => {});
-    this.geo.ready().catch(() => {});
   }
 
   /** One delivery round of the outbox (the delivery cron). */
@@ -610,14 +632,7 @@ export class Runtime {
   }
 
   #decodePool(): Promise<DecodePool> | undefined {
-    const workers = this.config.pipeline.workers;
-    if (workers > 0) {
-      this.#pool ??= DecodePool.create(
-        workers,
-        this.config.detectors.map(({ name, type, options }) => ({ name, type, options })),
-        this.config.baseDir,
-      );
-    }
+    this.#pool ??= startPool(this.config);
     return this.#pool;
   }
 

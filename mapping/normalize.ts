@@ -11,6 +11,19 @@ import { describe, isObject } from "../core/validate.ts";
 import type { MappingFunction } from "./custom_mapping.ts";
 import { isIp } from "./ip.ts";
 
+/** Recent answers of {@link isIp}: a trail's events come from a few thousand addresses at most. */
+const addressVerdicts = new Map<string, boolean>();
+
+function isAddress(text: string): boolean {
+  let verdict = addressVerdicts.get(text);
+  if (verdict === undefined) {
+    verdict = isIp(text);
+    if (addressVerdicts.size >= 10_000) addressVerdicts.clear();
+    addressVerdicts.set(text, verdict);
+  }
+  return verdict;
+}
+
 /** Options of {@link normalize}. */
 export interface NormalizeOptions {
   /** A compiled `custom_mapping`, applied after the default mapping. */
@@ -177,7 +190,7 @@ export function normalize(
     event.account_id ??= str(identity.accountId);
   }
   if (source) {
-    if (isIp(source)) event.ip = source;
+    if (isAddress(source)) event.ip = source;
     else event.source_host = source;
   }
   options.mapping?.(record, event);
