@@ -14,7 +14,7 @@
  */
 
 import { constants, crc32, createInflateRaw } from "node:zlib";
-import { ObjectDecodeError } from "./errors.ts";
+import { errorMessage, ObjectDecodeError, SourceReadError } from "./errors.ts";
 import type { CloudTrailRecord } from "./types.ts";
 
 /** Limits applied while decoding one object. */
@@ -1081,5 +1081,38 @@ export async function* decodeRecords(
     if (failure !== undefined) throw failure;
   } finally {
     decoder.close();
+  }
+}
+
+/**
+ * Reads a local file in chunks of `size` bytes into one buffer that is reused: a chunk is valid
+ * until the next one is asked for, which is all {@link ObjectDecoder.push} needs (it copies what
+ * it keeps). A backfill of big files then leaves no trail of garbage buffers behind it. Errors
+ * are {@link SourceReadError}s naming the file (not retryable).
+ */
+export async function* readFileChunks(
+  path: string,
+  size = 256 * 1024,
+): AsyncGenerator<Uint8Array> {
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(path);
+  } catch (error) {
+    throw new SourceReadError(path, errorMessage(error), false, { cause: error });
+  }
+  try {
+    const buffer = new Uint8Array(size);
+    while (true) {
+      let n: number | null;
+      try {
+        n = await file.read(buffer);
+      } catch (error) {
+        throw new SourceReadError(path, errorMessage(error), false, { cause: error });
+      }
+      if (n === null) return;
+      yield buffer.subarray(0, n);
+    }
+  } finally {
+    file.close();
   }
 }

@@ -17,8 +17,8 @@
 import { detectors as registry } from "../detectors/mod.ts";
 import type { Detector } from "../detectors/mod.ts";
 import { compileCustomMapping } from "../mapping/custom_mapping.ts";
-import { type DecodedRecord, ObjectDecoder } from "./decode.ts";
-import { errorMessage, ObjectDecodeError } from "./errors.ts";
+import { type DecodedRecord, ObjectDecoder, readFileChunks } from "./decode.ts";
+import { errorMessage, ObjectDecodeError, SourceReadError } from "./errors.ts";
 import { captureLog } from "./log.ts";
 import { packedSize, packedTransfer, packPrepared, Preparer } from "./prepare.ts";
 import type { FromWorker, ToWorker } from "./workers.ts";
@@ -27,8 +27,6 @@ import type { FromWorker, ToWorker } from "./workers.ts";
 const MAX_UNACKED_BYTES = 16 * 1024 * 1024;
 /** Input chunks asked for ahead, so the worker rarely waits for the main thread's reads. */
 const INPUT_AHEAD = 3;
-/** Bytes read at a time from a local file. */
-const READ_BYTES = 256 * 1024;
 
 interface Job {
   id: number;
@@ -114,30 +112,22 @@ function finish(current: Job): void {
 
 /** Reads a local file itself, pausing while too many batches wait on the main thread. */
 async function readFile(current: Job, path: string): Promise<void> {
-  let file: Deno.FsFile | undefined;
   try {
-    file = await Deno.open(path);
-    while (job === current) {
-      if (current.unacked >= MAX_UNACKED_BYTES) {
+    for await (const chunk of readFileChunks(path)) {
+      if (job !== current || !decode(current, chunk)) return;
+      while (job === current && current.unacked >= MAX_UNACKED_BYTES) {
         await new Promise<void>((resolve) => (current.resume = resolve));
         current.resume = undefined;
-        continue;
       }
-      const bytes = new Uint8Array(READ_BYTES);
-      const n = await file.read(bytes);
       if (job !== current) return;
-      if (n === null) return finish(current);
-      if (!decode(current, bytes.subarray(0, n))) return;
     }
+    finish(current);
   } catch (error) {
-    if (job === current) {
-      current.decoder.close();
-      job = undefined;
-      const reason = errorMessage(error);
-      post({ t: "error", job: current.id, read: reason, message: reason });
-    }
-  } finally {
-    file?.close();
+    if (job !== current) return;
+    current.decoder.close();
+    job = undefined;
+    const reason = error instanceof SourceReadError ? error.reason : errorMessage(error);
+    post({ t: "error", job: current.id, read: reason, message: reason });
   }
 }
 

@@ -109,10 +109,20 @@ export interface DedupeOptions {
   ttlMs: number;
   /** Hours kept in memory at once (least recently used evicted when clean). */
   maxHours: number;
+  /**
+   * Hashes kept in memory at once, over all hours (about 16–32 bytes each): past it, the least
+   * recently used clean hours are dropped (and read again if an event of theirs comes back),
+   * so memory does not grow with the size of a backfill.
+   */
+  maxHashes: number;
 }
 
 /** Default dedupe options: ids remembered 7 days, 168 hours in memory. */
-export const defaults = { ttlMs: 7 * 86_400_000, maxHours: 168 } satisfies DedupeOptions;
+export const defaults = {
+  ttlMs: 7 * 86_400_000,
+  maxHours: 168,
+  maxHashes: 250_000,
+} satisfies DedupeOptions;
 
 /**
  * Remembers which events were processed. `check()` answers for committed events and for those
@@ -226,13 +236,19 @@ export class Dedupe {
   }
 
   #evict(): void {
-    if (this.#buckets.size <= this.#options.maxHours) return;
+    const { maxHours, maxHashes } = this.#options;
+    let hashes = 0;
+    for (const bucket of this.#buckets.values()) hashes += bucket.seen.size;
+    if (this.#buckets.size <= maxHours && hashes <= maxHashes) return;
     const clean = [...this.#buckets].filter(([, b]) => b.pending.length === 0).sort((a, b) =>
       a[1].used - b[1].used
     );
-    for (const [hour] of clean) {
-      if (this.#buckets.size <= this.#options.maxHours) break;
+    for (const [hour, bucket] of clean) {
+      if (this.#buckets.size <= maxHours && hashes <= maxHashes) break;
+      // The hour in use stays, however big.
+      if (bucket.used === this.#tick) break;
       this.#buckets.delete(hour);
+      hashes -= bucket.seen.size;
     }
   }
 }

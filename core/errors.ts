@@ -66,12 +66,15 @@ export class SourceReadError extends Error {
   readonly object: string;
   /** Whether retrying later can help. */
   readonly retryable: boolean;
+  /** What went wrong, without the object's name. */
+  readonly reason: string;
   /** Creates a SourceReadError. */
   constructor(object: string, message: string, retryable: boolean, options?: ErrorOptions) {
     super(`Cannot read ${object}: ${message}`, options);
     this.name = "SourceReadError";
     this.object = object;
     this.retryable = retryable;
+    this.reason = message;
   }
 }
 

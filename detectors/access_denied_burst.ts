@@ -67,33 +67,38 @@ export function createAccessDeniedBurst(
       if (!isAccessDenied(event.error_code)) return undefined;
       return ["principal", event.user_arn ?? `${event.account_id ?? ""}:${event.username}`];
     },
-    async detect(event: NormalizedEvent, context: DetectorContext): Promise<void> {
+    detect(event: NormalizedEvent, context: DetectorContext): Promise<void> | undefined {
+      // Most events are no denial: answer them without a promise.
       if (!isAccessDenied(event.error_code) || event.user_type === "AWSService") return;
       if (ignored.has(event.username) || (event.user_arn && ignored.has(event.user_arn))) return;
-      const principal = event.user_arn ?? `${event.account_id ?? ""}:${event.username}`;
-      const action = `${event.event_source.replace(/\.amazonaws\.com$/, "")}:${event.event_name}`;
-      const burst = await countHit(
-        context.state,
-        ["principal", principal],
-        [event.time, event.event_id, action],
-        threshold,
-        windowMs,
-      );
-      if (!burst) return;
-      context.alert({
-        severity: opts.severity,
-        title: `${burst.hits.length} access-denied errors for ${event.username} within ${span}`,
-        event_ids: burst.hits.map(([, id]) => id),
-        details: {
-          principal,
-          denied: burst.hits.length,
-          ...burstFacts(burst, threshold, windowMs),
-          actions: distinctDetails(burst.hits),
-          error_code: event.error_code,
-        },
-      }, event);
+      return onDenied(event, context);
     },
   };
+
+  async function onDenied(event: NormalizedEvent, context: DetectorContext): Promise<void> {
+    const principal = event.user_arn ?? `${event.account_id ?? ""}:${event.username}`;
+    const action = `${event.event_source.replace(/\.amazonaws\.com$/, "")}:${event.event_name}`;
+    const burst = await countHit(
+      context.state,
+      ["principal", principal],
+      [event.time, event.event_id, action],
+      threshold,
+      windowMs,
+    );
+    if (!burst) return;
+    context.alert({
+      severity: opts.severity,
+      title: `${burst.hits.length} access-denied errors for ${event.username} within ${span}`,
+      event_ids: burst.hits.map(([, id]) => id),
+      details: {
+        principal,
+        denied: burst.hits.length,
+        ...burstFacts(burst, threshold, windowMs),
+        actions: distinctDetails(burst.hits),
+        error_code: event.error_code,
+      },
+    }, event);
+  }
 }
 
 /** The `access_denied_burst` plugin. */

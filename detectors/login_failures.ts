@@ -58,51 +58,56 @@ export function createConsoleLoginFailures(
   return {
     name: init.name,
     type: "console_login_failures",
-    async detect(event: NormalizedEvent, context: DetectorContext): Promise<void> {
+    detect(event: NormalizedEvent, context: DetectorContext): Promise<void> | undefined {
+      // Most events are no failed login: answer them without a promise.
       if (event.event_name !== "ConsoleLogin" || event.outcome !== "failure") return;
-      const account = event.account_id ?? "";
-      // Per user the burst lists the source IPs; per IP, the users.
-      const scopes: [by: "user" | "ip", key: Deno.KvKey, label: string, detail: string][] = [];
-      if (by.has("user")) {
-        scopes.push([
-          "user",
-          ["user", account, event.username],
-          `for ${event.username}`,
-          event.ip ?? event.source_host ?? "",
-        ]);
-      }
-      if (by.has("ip") && event.ip) {
-        scopes.push([
-          "ip",
-          ["ip", event.ip],
-          `from ${event.ip}`,
-          account ? `${event.username} (${account})` : event.username,
-        ]);
-      }
-      for (const [scope, key, label, detail] of scopes) {
-        const burst = await countHit(
-          context.state,
-          key,
-          [event.time, event.event_id, detail],
-          threshold,
-          windowMs,
-        );
-        if (!burst) continue;
-        context.alert({
-          severity: opts.severity,
-          title: `${burst.hits.length} failed console logins ${label} within ${span}`,
-          key: scope,
-          event_ids: burst.hits.map(([, id]) => id),
-          details: {
-            by: scope,
-            failures: burst.hits.length,
-            ...burstFacts(burst, threshold, windowMs),
-            [scope === "user" ? "source_ips" : "users"]: distinctDetails(burst.hits),
-          },
-        }, event);
-      }
+      return onFailure(event, context);
     },
   };
+
+  async function onFailure(event: NormalizedEvent, context: DetectorContext): Promise<void> {
+    const account = event.account_id ?? "";
+    // Per user the burst lists the source IPs; per IP, the users.
+    const scopes: [by: "user" | "ip", key: Deno.KvKey, label: string, detail: string][] = [];
+    if (by.has("user")) {
+      scopes.push([
+        "user",
+        ["user", account, event.username],
+        `for ${event.username}`,
+        event.ip ?? event.source_host ?? "",
+      ]);
+    }
+    if (by.has("ip") && event.ip) {
+      scopes.push([
+        "ip",
+        ["ip", event.ip],
+        `from ${event.ip}`,
+        account ? `${event.username} (${account})` : event.username,
+      ]);
+    }
+    for (const [scope, key, label, detail] of scopes) {
+      const burst = await countHit(
+        context.state,
+        key,
+        [event.time, event.event_id, detail],
+        threshold,
+        windowMs,
+      );
+      if (!burst) continue;
+      context.alert({
+        severity: opts.severity,
+        title: `${burst.hits.length} failed console logins ${label} within ${span}`,
+        key: scope,
+        event_ids: burst.hits.map(([, id]) => id),
+        details: {
+          by: scope,
+          failures: burst.hits.length,
+          ...burstFacts(burst, threshold, windowMs),
+          [scope === "user" ? "source_ips" : "users"]: distinctDetails(burst.hits),
+        },
+      }, event);
+    }
+  }
 }
 
 /** The `console_login_failures` plugin. */

@@ -28,8 +28,8 @@ export interface SourceObject {
    */
   open?(signal: AbortSignal): Promise<ReadableStream<Uint8Array>>;
   /**
-   * A local file holding the same bytes `open` gives: decode workers read it themselves rather
-   * than through the main thread.
+   * A local file holding the same bytes `open` gives: the pipeline then reads it directly (into
+   * one reused buffer, and in a decode worker without the main thread's help).
    */
   readonly path?: string;
   /** Records already decoded (e.g. an EventBridge event in a queue message), instead of `open`. */

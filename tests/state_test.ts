@@ -158,3 +158,29 @@ Deno.test("Dedupe remembers committed ids across instances, by event hour", asyn
     store.close();
   }
 });
+
+Deno.test("Dedupe keeps at most maxHashes in memory and reads an evicted hour again from KV", async () => {
+  const store = await StateStore.open(":memory:");
+  try {
+    const hour = 3_600_000;
+    const t = Date.parse("2026-11-18T08:15:00Z");
+    const dedupe = new Dedupe(store, { maxHashes: 100 });
+    for (let h = 0; h < 3; h++) {
+      for (let i = 0; i < 80; i++) {
+        assert.equal(await dedupe.check(`e${h}-${i}:1`, t + h * hour), false);
+      }
+      const commit = new Commit();
+      dedupe.flush(commit);
+      await store.commit(commit);
+    }
+    // Only the hour in use is still held: the others must be loaded (a promise) to be answered.
+    const held = dedupe.check("e2-5:1", t + 2 * hour);
+    assert.equal(held, true);
+    const evicted = dedupe.check("e0-5:1", t);
+    assert.ok(evicted instanceof Promise);
+    assert.equal(await evicted, true);
+    assert.equal(await dedupe.check("e0-new:1", t), false);
+  } finally {
+    store.close();
+  }
+});
