@@ -93,6 +93,10 @@ interface IngestResult {
   seconds: number;
 }
 
+/** The V8 flags of the `ingest` task (deno.json), so that the bench runs what users run. */
+const V8_FLAGS = (JSON.parse(await Deno.readTextFile(`${ROOT}/deno.json`)).tasks.ingest as string)
+  .split(/\s+/).filter((arg) => arg.startsWith("--v8-flags="));
+
 async function ingest(path: string, workers: number): Promise<IngestResult> {
   const work = await Deno.makeTempDir({ prefix: "trailwatch-bench-" });
   try {
@@ -107,6 +111,7 @@ async function ingest(path: string, workers: number): Promise<IngestResult> {
       args: [
         "run",
         "-A",
+        ...V8_FLAGS,
         `${ROOT}/main.ts`,
         "ingest",
         "--once",

@@ -12,6 +12,9 @@ import type { DecodedRecord } from "./decode.ts";
 import { errorMessage } from "./errors.ts";
 import type { AlertDraft, CloudTrailRecord, NormalizedEvent } from "./types.ts";
 
+/** What `event.raw` holds once the stateless checks ran (nothing after them reads it). */
+const NO_RAW: CloudTrailRecord = Object.freeze({}) as CloudTrailRecord;
+
 /** A record failure, or an event normalized and matched by the stateless checks. */
 export type Prepared =
   | { index: number; error: string; offset: number; event?: undefined }
@@ -80,6 +83,8 @@ export class Preparer {
         failure = `detector ${detector.name} failed: ${errorMessage(error)}`;
       }
     }
+    // Only the stateless checks read the record: let it go now rather than after the stateful half.
+    event.raw = NO_RAW;
     return { index, event, drafts, failure };
   }
 
@@ -147,8 +152,6 @@ const STRING_FIELDS = [
 const F = STRING_FIELDS.length;
 /** Fields unique to (nearly) every event: put in the table without looking them up. */
 const UNIQUE_FIELDS = 2;
-
-const NO_RAW: CloudTrailRecord = Object.freeze({}) as CloudTrailRecord;
 
 /** Packs prepared records for the trip from a worker to the main thread. */
 export function packPrepared(items: readonly Prepared[]): PackedBatch {
