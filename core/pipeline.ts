@@ -448,6 +448,15 @@ export class Runtime {
     return total;
   }
 
+  /**
+   * Starts the decode workers and loads the geo database, if not done yet, and waits for both
+   * (otherwise a pass starts them when it first needs them, and decodes on this thread until
+   * the workers are up).
+   */
+  async warmUp(): Promise<void> {
+    await Promise.all([this.#decodePool(), this.geo.ready()]);
+  }
+
   /** One delivery round of the outbox (the delivery cron). */
   deliver(options: { signal?: AbortSignal; sink?: string } = {}): Promise<DeliveryReport> {
     return this.#serialized(() => this.#withLease(() => this.outbox.deliver(options)));
@@ -508,14 +517,27 @@ export class Runtime {
     try {
       const starting = this.#decodePool();
       await source.preflight?.();
-      const pool = await starting;
-      if (pool) {
-        await this.#objectsAhead(state, source.objects(run), controller.signal, pool);
-      } else {
-        for await (const object of source.objects(run)) {
-          await this.#object(state, object);
-          if (controller.signal.aborted) break;
+      // Objects are taken in order; until the workers are up, this thread decodes them itself.
+      let pool: DecodePool | undefined;
+      let failed = false;
+      starting?.then((p) => (pool = p), () => (failed = true));
+      const objects = source.objects(run)[Symbol.asyncIterator]();
+      try {
+        let rest = true;
+        while (!pool && !failed && !controller.signal.aborted) {
+          const next = await objects.next();
+          if (next.done) {
+            rest = false;
+            break;
+          }
+          await this.#object(state, next.value);
         }
+        if (failed) await starting; // throws why the workers did not start
+        if (rest && pool && !controller.signal.aborted) {
+          await this.#objectsAhead(state, objects, controller.signal, pool);
+        }
+      } finally {
+        await objects.return?.();
       }
       // Lazy detector writes that did not fit an object's last commit.
       while (cache.lazyCount > 0) {
@@ -573,11 +595,10 @@ export class Runtime {
    */
   async #objectsAhead(
     state: PassState,
-    objects: AsyncIterable<SourceObject>,
+    iterator: AsyncIterator<SourceObject>,
     signal: AbortSignal,
     pool: DecodePool,
   ): Promise<void> {
-    const iterator = objects[Symbol.asyncIterator]();
     const ahead: { object: SourceObject; job?: DecodeJob }[] = [];
     let exhausted = false;
     const fill = async () => {

@@ -259,7 +259,9 @@ const NO_PAIRS: Pair[] = [];
  */
 export function visitNeighbours(visits: readonly Visit[], x: End, gap: number): Pair[] | undefined {
   let elsewhere = false;
+  let last: Visit | undefined;
   for (const v of visits) {
+    if (!last || before(last[1], last[5], v[1], v[5])) last = v;
     if (v[7] !== x.la || v[8] !== x.lo || v[6] !== x.c) {
       elsewhere = true;
       continue;
@@ -268,6 +270,12 @@ export function visitNeighbours(visits: readonly Visit[], x: End, gap: number): 
   }
   // Most keys are used from one place: nothing to compare with (and nothing to allocate).
   if (!elsewhere) return NO_PAIRS;
+  // Calls in order: x follows every visit and the latest visit is x's own place, so every other
+  // place lies behind that visit and x has no neighbour elsewhere.
+  if (
+    last && last[7] === x.la && last[8] === x.lo && last[6] === x.c &&
+    before(last[1], last[5], x.t, x.id)
+  ) return NO_PAIRS;
   let aPrev: End | undefined;
   let aNext: End | undefined;
   const prev = new Map<string, End>();

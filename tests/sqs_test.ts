@@ -159,6 +159,7 @@ async function ingest(
     geo: staticGeoProvider({}),
     onAlert: (alert) => alerts.push(alert),
   });
+  if (options.decodeWorkers) await runtime.warmUp();
   const events: string[] = [];
   runtime.detectors.push({
     name: "recorder",
