@@ -7,7 +7,7 @@
  * 2. floor: `node:zlib` gunzip + `JSON.parse` of the 10 files, in this process.
  * 3. pipeline: `main.ts ingest --once` over the 10 files (local source, every default detector,
  *    the built-in rule pack, a jsonl sink, a fresh KV file), in one thread (`pipeline.workers: 0`).
- * 4. workers2: the same with `pipeline.workers: 2`.
+ * 4. workers2: the same with `pipeline.workers: 2` (and, for the record, `workers: 1`).
  * 5. Peak RSS (VmHWM) of `ingest --once` on the big object and on the 100 MB object.
  *
  * Last line: `bench: floor=<N> ev/s pipeline=<N> ev/s ratio=<R> workers2=<N> ev/s rss_big=<N> MB rss_small=<N> MB`.
@@ -159,21 +159,20 @@ console.log(
   `floor (gunzip + JSON.parse, ${FILES * PER_FILE} records): ${Math.round(floorRate)} events/s`,
 );
 const pipeline = await best(`${CACHE}/files`, 0);
-console.log(
-  `pipeline (one thread): ${
-    Math.round(pipeline.eventsPerSecond)
-  } events/s (${pipeline.events} events in ${pipeline.seconds.toFixed(2)} s, peak RSS ${
-    pipeline.peakRssMb.toFixed(0)
-  } MB)`,
-);
+function report(label: string, result: IngestResult): void {
+  console.log(
+    `pipeline (${label}): ${
+      Math.round(result.eventsPerSecond)
+    } events/s (${result.events} events in ${result.seconds.toFixed(2)} s, peak RSS ${
+      result.peakRssMb.toFixed(0)
+    } MB)`,
+  );
+}
+report("one thread", pipeline);
+// For the record: one decode worker beside the main thread (not part of the last line).
+report("workers: 1", await best(`${CACHE}/files`, 1));
 const workers2 = await best(`${CACHE}/files`, 2);
-console.log(
-  `pipeline (workers: 2): ${
-    Math.round(workers2.eventsPerSecond)
-  } events/s (${workers2.events} events in ${workers2.seconds.toFixed(2)} s, peak RSS ${
-    workers2.peakRssMb.toFixed(0)
-  } MB)`,
-);
+report("workers: 2", workers2);
 const small = await ingest(`${CACHE}/small`, 0);
 console.log(`100 MB object: ${small.events} events, peak RSS ${small.peakRssMb.toFixed(0)} MB`);
 let big: IngestResult | undefined;

@@ -287,6 +287,8 @@ export class Runtime {
   /** Decode workers, when `pipeline.workers` > 0: started by the first pass, not by commands
    * (validate, outbox) that never decode. */
   #pool: Promise<DecodePool> | undefined;
+  /** How `#pool` settled, readable without waiting. */
+  readonly #workers: { pool?: DecodePool; failed?: boolean } = {};
   /** Indexes of the detectors that tell which state keys they will read. */
   #prefetchers: number[] = [];
   #tail: Promise<unknown> = Promise.resolve();
@@ -319,7 +321,7 @@ export class Runtime {
     const pool = options.warmUp ? startPool(config) : undefined;
     try {
       const runtime = await Runtime.#build(config, options);
-      runtime.#pool = pool;
+      runtime.#track(pool);
       if (options.warmUp) runtime.geo.ready().catch(() => {});
       return runtime;
     } catch (error) {
@@ -518,23 +520,23 @@ export class Runtime {
       const starting = this.#decodePool();
       await source.preflight?.();
       // Objects are taken in order; until the workers are up, this thread decodes them itself.
-      let pool: DecodePool | undefined;
-      let failed = false;
-      starting?.then((p) => (pool = p), () => (failed = true));
+      const workers = this.#workers;
       const objects = source.objects(run)[Symbol.asyncIterator]();
       try {
-        let rest = true;
-        while (!pool && !failed && !controller.signal.aborted) {
+        let exhausted = false;
+        let handOver: SourceObject | undefined;
+        while (!controller.signal.aborted && !workers.pool) {
+          if (workers.failed) await starting; // throws why the workers did not start
           const next = await objects.next();
           if (next.done) {
-            rest = false;
+            exhausted = true;
             break;
           }
-          await this.#object(state, next.value);
+          if (workers.pool) handOver = next.value;
+          else await this.#object(state, next.value);
         }
-        if (failed) await starting; // throws why the workers did not start
-        if (rest && pool && !controller.signal.aborted) {
-          await this.#objectsAhead(state, objects, controller.signal, pool);
+        if (workers.pool && !exhausted && !controller.signal.aborted) {
+          await this.#objectsAhead(state, objects, handOver, controller.signal, workers.pool);
         }
       } finally {
         await objects.return?.();
@@ -591,11 +593,13 @@ export class Runtime {
    * The objects of a pass with decode workers: up to one object per worker is pulled ahead and
    * decoded while the object before it is consumed; objects are still consumed and committed in
    * the order the source gave them. Objects pulled ahead but not consumed (the pass stopped) are
-   * simply not checkpointed, so the source offers them again.
+   * simply not checkpointed, so the source offers them again. `first`: an object already taken
+   * from `iterator`, to start with.
    */
   async #objectsAhead(
     state: PassState,
     iterator: AsyncIterator<SourceObject>,
+    first: SourceObject | undefined,
     signal: AbortSignal,
     pool: DecodePool,
   ): Promise<void> {
@@ -603,12 +607,16 @@ export class Runtime {
     let exhausted = false;
     const fill = async () => {
       while (!exhausted && ahead.length < pool.size && !signal.aborted) {
-        const next = await iterator.next();
-        if (next.done) {
-          exhausted = true;
-          break;
+        let object = first;
+        first = undefined;
+        if (!object) {
+          const next = await iterator.next();
+          if (next.done) {
+            exhausted = true;
+            break;
+          }
+          object = next.value;
         }
-        const object = next.value;
         const job = object.open && !object.records
           ? pool.start(object, state.config, this.#closing.signal)
           : undefined;
@@ -653,8 +661,13 @@ export class Runtime {
   }
 
   #decodePool(): Promise<DecodePool> | undefined {
-    this.#pool ??= startPool(this.config);
+    if (!this.#pool) this.#track(startPool(this.config));
     return this.#pool;
+  }
+
+  #track(pool: Promise<DecodePool> | undefined): void {
+    this.#pool = pool;
+    pool?.then((p) => (this.#workers.pool = p), () => (this.#workers.failed = true));
   }
 
   /** Decodes and prepares the records of an object on this thread. */
