@@ -205,31 +205,43 @@ export interface DetectorState {
    * The value if it is already in the pass cache (`{value}`, value possibly undefined), else
    * undefined: lets a hot path skip the promise of {@link DetectorState.get}.
    */
-  peek<T>(key: Deno.KvKey): { value: T | undefined } | undefined;
+  peek<T>(key: Deno.KvKey): { readonly value: T | undefined } | undefined;
   /** Writes a value; it is committed atomically with the alerts of the same chunk. */
   set(key: Deno.KvKey, value: unknown, options?: SetOptions): void;
   /** Deletes a value at the next commit. */
   delete(key: Deno.KvKey): void;
 }
 
-/** A cache id for a KV key (strings and numbers kept apart). */
-function keyId(key: Deno.KvKey): string {
-  let id = "";
-  for (const part of key) id += (typeof part === "string" ? "\u0001" : "\u0002") + String(part);
-  return id;
+/** A node of the cache's trie: one per key prefix. */
+interface Node {
+  entry?: CacheEntry;
+  kids?: Map<unknown, Node>;
+}
+
+/**
+ * A key part as a Map key: strings, numbers, bigints and booleans are told apart by Map itself
+ * (as KV tells them apart); bytes are compared by content.
+ */
+function partId(part: Deno.KvKeyPart): unknown {
+  return part instanceof Uint8Array ? `\u0003${part.join(",")}` : part;
 }
 
 /**
  * Write-back cache over detector state for one pass. Reads hit KV once per key; writes stay in
  * memory until {@link StateCache.flush} stages them into the chunk's commit. One pass at a time
  * writes a state (the lease), so the cache is authoritative while the pass runs.
+ *
+ * Entries sit in a trie of key parts, so that a lookup walks the parts the caller already holds
+ * instead of building and hashing one string per key (detectors look up a key per event).
  */
 export class StateCache {
   readonly #store: StateStore;
   readonly #limit: number;
-  #entries = new Map<string, CacheEntry>();
-  #dirty = new Set<string>();
-  #lazy = new Set<string>();
+  #root: Node = {};
+  /** Every entry, oldest first (eviction order). */
+  #entries = new Set<CacheEntry>();
+  #dirty = new Set<CacheEntry>();
+  #lazy = new Set<CacheEntry>();
   #dirtyBytes = 0;
   /** Namespaces known to have no key in KV (see {@link StateCache.assumeEmpty}). */
   #empty = new Set<string>();
@@ -252,14 +264,25 @@ export class StateCache {
 
   /** The namespaced state of one detector. */
   forDetector(name: string): DetectorState {
-    const prefix = keyId(["det", name]);
-    const scoped = (key: Deno.KvKey): Deno.KvKey => ["det", name, ...key];
+    const scope = ["det", name];
+    const scoped = (key: Deno.KvKey): Deno.KvKey => [...scope, ...key];
+    // The namespace's node, found again after clear() replaced the trie.
+    let root: Node | undefined;
+    let base: Node = {};
+    const at = () => {
+      if (root !== this.#root) {
+        root = this.#root;
+        base = this.#node(root, scope, 0);
+      }
+      return base;
+    };
     return {
-      get: (key) => this.#get(prefix + keyId(key), key, scoped),
-      peek: (key) => this.#peek(prefix + keyId(key)),
+      get: (key) => this.#get(at(), key, scoped),
+      peek: <T>(key: Deno.KvKey) =>
+        find(at(), key, 0) as { readonly value: T | undefined } | undefined,
       set: (key, value, options) =>
-        this.#set(prefix + keyId(key), key, scoped, value, options?.expireIn, options?.lazy),
-      delete: (key) => this.#set(prefix + keyId(key), key, scoped, undefined),
+        this.#set(at(), key, scoped, value, options?.expireIn, options?.lazy),
+      delete: (key) => this.#set(at(), key, scoped, undefined),
     };
   }
 
@@ -273,13 +296,8 @@ export class StateCache {
   }
 
   /** The cached value of `key` (`{value}`), or undefined when it is not cached. */
-  peek<T>(key: Deno.KvKey): { value: T | undefined } | undefined {
-    return this.#peek(keyId(key));
-  }
-
-  #peek<T>(id: string): { value: T | undefined } | undefined {
-    const hit = this.#entries.get(id);
-    return hit ? { value: hit.value as T | undefined } : undefined;
+  peek<T>(key: Deno.KvKey): { readonly value: T | undefined } | undefined {
+    return find(this.#root, key, 0) as { readonly value: T | undefined } | undefined;
   }
 
   /** Whether `key` is known to be absent from KV (its namespace was empty). */
@@ -287,29 +305,49 @@ export class StateCache {
     return this.#empty.size > 0 && key[0] === "det" && this.#empty.has(key[1] as string);
   }
 
+  /** The node of `key` under `from` (its parts from `start` on), created as needed. */
+  #node(from: Node, key: Deno.KvKey, start: number): Node {
+    let node = from;
+    for (let i = start; i < key.length; i++) {
+      const id = partId(key[i]);
+      const kids = node.kids ??= new Map();
+      let next = kids.get(id);
+      if (!next) kids.set(id, next = {});
+      node = next;
+    }
+    return node;
+  }
+
+  #add(node: Node, entry: CacheEntry): void {
+    node.entry = entry;
+    this.#entries.add(entry);
+  }
+
   /** Reads a value through the cache. */
   get<T>(key: Deno.KvKey): Promise<T | undefined> {
-    return this.#get(keyId(key), key, (k) => k);
+    return this.#get(this.#root, key, (k) => k);
   }
 
   async #get<T>(
-    id: string,
+    base: Node,
     relative: Deno.KvKey,
     scope: (key: Deno.KvKey) => Deno.KvKey,
   ): Promise<T | undefined> {
-    const hit = this.#entries.get(id);
+    const hit = find(base, relative, 0);
     if (hit) return hit.value as T | undefined;
     const key = scope(relative);
     if (this.#absent(key)) {
-      this.#entries.set(id, { key, value: undefined, state: "clean", size: 0 });
+      this.#add(this.#node(base, relative, 0), { key, value: undefined, state: "clean", size: 0 });
       this.#evict();
       return undefined;
     }
+    const root = this.#root;
     const value = await this.#store.get<T>(key);
+    if (root !== this.#root) return value; // cleared meanwhile: keep nothing
     // A write may have landed while we awaited.
-    const raced = this.#entries.get(id);
-    if (raced) return raced.value as T | undefined;
-    this.#entries.set(id, { key, value, state: "clean", size: 0 });
+    const node = this.#node(base, relative, 0);
+    if (node.entry) return node.entry.value as T | undefined;
+    this.#add(node, { key, value, state: "clean", size: 0 });
     this.#evict();
     return value;
   }
@@ -319,28 +357,33 @@ export class StateCache {
    * waits for one round trip instead of one per new key. Returns how many keys it read.
    */
   async prefetch(keys: Iterable<Deno.KvKey>): Promise<number> {
-    const missing = new Map<string, Deno.KvKey>();
+    const unique: Deno.KvKey[] = [];
+    const seen = new Set<Node>();
     for (const key of keys) {
-      const id = keyId(key);
-      if (this.#entries.has(id)) continue;
-      if (this.#absent(key)) {
-        this.#entries.set(id, { key, value: undefined, state: "clean", size: 0 });
-      } else missing.set(id, key);
+      const node = this.#node(this.#root, key, 0);
+      if (node.entry || seen.has(node)) continue;
+      if (this.#absent(key)) this.#add(node, { key, value: undefined, state: "clean", size: 0 });
+      else {
+        seen.add(node);
+        unique.push(key);
+      }
     }
-    if (missing.size === 0) {
+    if (unique.length === 0) {
       this.#evict();
       return 0;
     }
-    const ids = [...missing.keys()];
+    const root = this.#root;
     const reads: Promise<void>[] = [];
-    for (let i = 0; i < ids.length; i += 10) {
-      const part = ids.slice(i, i + 10);
+    for (let i = 0; i < unique.length; i += 10) {
+      const part = unique.slice(i, i + 10);
       reads.push(
-        this.#store.kv.getMany(part.map((id) => missing.get(id)!)).then((entries) => {
+        this.#store.kv.getMany(part).then((entries) => {
+          if (root !== this.#root) return;
           entries.forEach((entry, j) => {
+            const node = this.#node(root, part[j], 0);
             // A write may have landed while we awaited.
-            if (!this.#entries.has(part[j])) {
-              this.#entries.set(part[j], {
+            if (!node.entry) {
+              this.#add(node, {
                 key: entry.key,
                 value: entry.value ?? undefined,
                 state: "clean",
@@ -353,23 +396,24 @@ export class StateCache {
     }
     await Promise.all(reads);
     this.#evict();
-    return ids.length;
+    return unique.length;
   }
 
   /** Writes a value (undefined deletes) through the cache; `lazy`: see {@link SetOptions}. */
   set(key: Deno.KvKey, value: unknown, expireIn?: number, lazy = false): void {
-    this.#set(keyId(key), key, (k) => k, value, expireIn, lazy);
+    this.#set(this.#root, key, (k) => k, value, expireIn, lazy);
   }
 
   #set(
-    id: string,
+    base: Node,
     relative: Deno.KvKey,
     scope: (key: Deno.KvKey) => Deno.KvKey,
     value: unknown,
     expireIn?: number,
     lazy = false,
   ): void {
-    const entry = this.#entries.get(id);
+    const node = this.#node(base, relative, 0);
+    const entry = node.entry;
     if (entry) {
       entry.value = value;
       entry.expireIn = expireIn;
@@ -378,15 +422,15 @@ export class StateCache {
       if (entry.state === "dirty" || (lazy && entry.state === "lazy")) return;
       if (lazy) {
         entry.state = "lazy";
-        this.#lazy.add(id);
+        this.#lazy.add(entry);
         return;
       }
-      if (entry.state === "lazy") this.#lazy.delete(id);
+      if (entry.state === "lazy") this.#lazy.delete(entry);
       entry.state = "dirty";
       // A value written before is counted at its last measured size; a new one is measured once.
       if (entry.size === 0) entry.size = approximateSize(value);
       this.#dirtyBytes += entry.size;
-      this.#dirty.add(id);
+      this.#dirty.add(entry);
       return;
     }
     const fresh: CacheEntry = {
@@ -396,12 +440,12 @@ export class StateCache {
       expireIn,
       size: 0,
     };
-    this.#entries.set(id, fresh);
-    if (lazy) this.#lazy.add(id);
+    this.#add(node, fresh);
+    if (lazy) this.#lazy.add(fresh);
     else {
       fresh.size = approximateSize(value);
       this.#dirtyBytes += fresh.size;
-      this.#dirty.add(id);
+      this.#dirty.add(fresh);
     }
   }
 
@@ -421,7 +465,7 @@ export class StateCache {
 
   /** Stages every dirty entry into `commit` and marks it clean. */
   flush(commit: Commit): void {
-    for (const id of this.#dirty) this.#stage(commit, this.#entries.get(id)!);
+    for (const entry of this.#dirty) this.#stage(commit, entry);
     this.#dirty.clear();
     this.#dirtyBytes = 0;
     this.#evict();
@@ -432,37 +476,61 @@ export class StateCache {
    * rest wait for the next call.
    */
   flushLazy(commit: Commit): void {
-    for (const id of this.#lazy) {
-      const entry = this.#entries.get(id)!;
+    for (const entry of this.#lazy) {
       if (commit.size > 0 && !commit.fits(1, entry.size || 1024)) break;
       this.#stage(commit, entry);
-      this.#lazy.delete(id);
+      this.#lazy.delete(entry);
     }
   }
 
   /** Forgets everything (after a failed commit, the cache may hold uncommitted values). */
   clear(): void {
     this.#empty.clear();
+    this.#root = {};
     this.#entries.clear();
     this.#dirty.clear();
     this.#lazy.clear();
     this.#dirtyBytes = 0;
   }
 
+  /** Drops an entry's node (and the nodes left empty above it). */
+  #remove(entry: CacheEntry): void {
+    const path: Node[] = [this.#root];
+    for (const part of entry.key) {
+      const next = path[path.length - 1].kids?.get(partId(part));
+      if (!next) return;
+      path.push(next);
+    }
+    path[path.length - 1].entry = undefined;
+    for (let i = path.length - 1; i > 0; i--) {
+      const node = path[i];
+      if (node.entry || node.kids?.size) break;
+      path[i - 1].kids!.delete(partId(entry.key[i - 1]));
+    }
+  }
+
   #evict(): void {
     if (this.#entries.size <= this.#limit) return;
     let drop = this.#entries.size - Math.floor(this.#limit * 0.75);
-    for (const [id, entry] of this.#entries) {
+    for (const entry of this.#entries) {
       if (drop <= 0) break;
       if (entry.state !== "clean") continue;
       // A value written here is in KV now: its namespace is no longer known to be empty.
       if (entry.value !== undefined && this.#empty.size > 0) {
         this.#empty.delete(entry.key[1] as string);
       }
-      this.#entries.delete(id);
+      this.#entries.delete(entry);
+      this.#remove(entry);
       drop--;
     }
   }
+}
+
+/** The entry at `key` (its parts from `start` on) under `node`, if cached. */
+function find(node: Node, key: Deno.KvKey, start: number): CacheEntry | undefined {
+  let at: Node | undefined = node;
+  for (let i = start; i < key.length && at; i++) at = at.kids?.get(partId(key[i]));
+  return at?.entry;
 }
 
 /** Who holds the lease. */
