@@ -116,7 +116,7 @@ async function ingest(args: string[]): Promise<number> {
   const runtime = await Runtime.create(config, {
     statePath: values.state,
     dryRun,
-    warmUp: !Deno.env.get("NOWARM"),
+    warmUp: true,
     onAlert: dryRun
       ? (alert) => Deno.stdout.writeSync(encoder.encode(`(dry run) ${formatAlertLine(alert)}\n`))
       : undefined,

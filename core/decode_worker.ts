@@ -4,7 +4,8 @@
  * thread, which keeps state, the stateful detectors and the commits in order.
  *
  * Protocol (main → worker): `init`, `start`, `data` (bytes, transferred), `end`, `ack` (a batch
- * was consumed), `cancel`. Worker → main: `ready` | `failed`, `want` (send the next chunk),
+ * was consumed), `cancel`; for a local file `start` names its path and the worker reads it
+ * itself (no `data`, no `end`). Worker → main: `ready` | `failed`, `want` (send the next chunk),
  * `batch`, `done`, `error`. A worker asks for input only while less than `MAX_UNACKED_BYTES`
  * of its batches wait on the main thread, so memory stays bounded.
  *
@@ -81,6 +82,13 @@ function fail(current: Job, error: unknown): void {
   } else post({ t: "error", job: current.id, message: errorMessage(error) });
 }
 
+/** Drops a job (a file it reads is closed once its reading wakes up). */
+function stop(current: Job): void {
+  current.decoder.close();
+  job = undefined;
+  current.resume?.();
+}
+
 /** Decodes a chunk of the object; false if the job failed. */
 function decode(current: Job, bytes: Uint8Array): boolean {
   const out: DecodedRecord[] = [];
@@ -152,7 +160,7 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
       void init(message);
       return;
     case "start": {
-      job?.decoder.close();
+      if (job) stop(job);
       const mapping = message.customMapping
         ? compileCustomMapping(message.customMapping, message.customFields ?? [])
         : undefined;
@@ -191,10 +199,7 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
       return;
     }
     case "cancel":
-      if (job?.id === message.job) {
-        job.decoder.close();
-        job = undefined;
-      }
+      if (job?.id === message.job) stop(job);
       return;
   }
 };

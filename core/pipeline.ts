@@ -284,8 +284,8 @@ export class Runtime {
   #leaseUsers = 0;
   /** Aborted by close(): cancels downloads in flight. */
   #closing = new AbortController();
-  /** Decode workers, when `pipeline.workers` > 0: started by the first pass, not by commands
-   * (validate, outbox) that never decode. */
+  /** Decode workers, when `pipeline.workers` > 0: started at creation with `warmUp` (ingest),
+   * else by the first pass; never by commands (validate, outbox) that do not decode. */
   #pool: Promise<DecodePool> | undefined;
   /** How `#pool` settled, readable without waiting. */
   readonly #workers: { pool?: DecodePool; failed?: boolean } = {};
@@ -471,7 +471,7 @@ export class Runtime {
     // A detector with no state yet (a first backfill) needs no KV reads until it has some.
     await Promise.all(this.detectors.map(async ({ name }) => {
       const first = await this.store.kv.list({ prefix: ["det", name] }, { limit: 1 }).next();
-      if (first.done && !Deno.env.get("NOEMPTY")) cache.assumeEmpty(name);
+      if (first.done) cache.assumeEmpty(name);
     }));
     const state: PassState = {
       source,
