@@ -16,16 +16,28 @@ const HOUR_MS = 3_600_000;
 const HASHES_PER_VALUE = 7_000;
 
 /**
- * 64-bit hash of a string as two 32-bit halves (two independent 32-bit mixes).
+ * 64-bit hash of a string (with `suffix`: of `${text}:${suffix}`) as two 32-bit halves (two
+ * independent 32-bit mixes).
  * Collisions among a billion ids are ~3% likely in total, i.e. never within one hour's events.
  */
-export function hash64(text: string): [number, number] {
-  let h1 = 0xdeadbeef ^ text.length;
-  let h2 = 0x41c6ce57 ^ text.length;
+export function hash64(text: string, suffix?: string): [number, number] {
+  // With a suffix: the hash of `${text}:${suffix}`, without building that string.
+  const length = suffix === undefined ? text.length : text.length + 1 + suffix.length;
+  let h1 = 0xdeadbeef ^ length;
+  let h2 = 0x41c6ce57 ^ length;
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
     h1 = Math.imul(h1 ^ c, 2654435761);
     h2 = Math.imul(h2 ^ c, 1597334677);
+  }
+  if (suffix !== undefined) {
+    h1 = Math.imul(h1 ^ 0x3a, 2654435761);
+    h2 = Math.imul(h2 ^ 0x3a, 1597334677);
+    for (let i = 0; i < suffix.length; i++) {
+      const c = suffix.charCodeAt(i);
+      h1 = Math.imul(h1 ^ c, 2654435761);
+      h2 = Math.imul(h2 ^ c, 1597334677);
+    }
   }
   h1 = Math.imul(h1 ^ (h1 >>> 16), 2246822507) ^ Math.imul(h2 ^ (h2 >>> 13), 3266489909);
   h2 = Math.imul(h2 ^ (h2 >>> 16), 2246822507) ^ Math.imul(h1 ^ (h1 >>> 13), 3266489909);
@@ -164,18 +176,19 @@ export class Dedupe {
   }
 
   /**
-   * Whether the event `id` (seen at `time`, epoch ms) was processed before. If not, it is
-   * remembered now (committed with the next flush). Returns synchronously once the hour is loaded.
+   * Whether the event `id` (seen at `time`, epoch ms; of `account`: the id is then
+   * `${id}:${account}`) was processed before. If not, it is remembered now (committed with the
+   * next flush). Returns synchronously once the hour is loaded.
    */
-  check(id: string, time: number): boolean | Promise<boolean> {
+  check(id: string, time: number, account?: string): boolean | Promise<boolean> {
     const hour = Math.floor(time / HOUR_MS);
     const bucket = this.#buckets.get(hour);
-    if (bucket) return this.#checkIn(bucket, id);
-    return this.#load(hour).then((loaded) => this.#checkIn(loaded, id));
+    if (bucket) return this.#checkIn(bucket, id, account);
+    return this.#load(hour).then((loaded) => this.#checkIn(loaded, id, account));
   }
 
-  #checkIn(bucket: Bucket, id: string): boolean {
-    const [h1, h2] = hash64(id);
+  #checkIn(bucket: Bucket, id: string, account: string | undefined): boolean {
+    const [h1, h2] = hash64(id, account);
     bucket.used = ++this.#tick;
     if (!bucket.seen.add(h1, h2)) return true;
     if (bucket.pending.length === 0) this.#pendingHours++;

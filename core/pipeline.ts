@@ -547,6 +547,7 @@ export class Runtime {
         cache.flushLazy(commit);
         await this.#commit(state, commit);
       }
+      await state.inflight; // the last object's commit, and what the source does once it landed
     } catch (error) {
       cache.clear();
       state.dedupe.discardPending();
@@ -793,15 +794,19 @@ export class Runtime {
     const commit = await this.#stageChunk(state);
     if (last > 0) commit.delete(progressKey);
     await source.checkpoint(object, commit, failure && redact(failure));
-    await this.#commit(state, commit);
-    await source.committed?.(object);
-    failpoint("object-committed");
-    state.progress.done(object.size, summary.events - eventsBefore);
-    if (failure) {
-      summary.objects_failed++;
-      summary.failures.push({ object: object.id, reason: redact(failure) });
-      log.warn(redact(failure));
-    } else summary.objects_read++;
+    // The object's last commit lands while the next object is read (commits stay in order);
+    // the source hears of it, and the summary counts it, once it has landed.
+    const events = summary.events - eventsBefore;
+    this.#commitBehind(state, commit, async () => {
+      await source.committed?.(object);
+      failpoint("object-committed");
+      state.progress.done(object.size, events);
+      if (failure) {
+        summary.objects_failed++;
+        summary.failures.push({ object: object.id, reason: redact(failure) });
+        log.warn(redact(failure));
+      } else summary.objects_read++;
+    });
   }
 
   /**
@@ -814,7 +819,7 @@ export class Runtime {
     event: NormalizedEvent,
     drafts: [number, AlertDraft][] | undefined,
   ): string | undefined | Promise<string | undefined> {
-    const duplicate = state.dedupe.check(`${event.event_id}:${event.account_id ?? ""}`, event.time);
+    const duplicate = state.dedupe.check(event.event_id, event.time, event.account_id ?? "");
     if (duplicate instanceof Promise) {
       return duplicate.then((d) => this.#newEvent(state, event, drafts, d));
     }
@@ -940,10 +945,14 @@ export class Runtime {
    * Starts a mid-object commit without waiting for it; the next {@link #commit} (or this
    * object's end) waits for it, and a failure surfaces there.
    */
-  #commitBehind(state: PassState, commit: Commit): void {
-    const landed = this.#commit(state, commit).then(() => failpoint("chunk-committed"));
-    landed.catch(() => {}); // observed by whoever awaits `inflight` next
-    state.inflight = landed;
+  #commitBehind(
+    state: PassState,
+    commit: Commit,
+    landed: () => void | Promise<void> = () => failpoint("chunk-committed"),
+  ): void {
+    const landing = this.#commit(state, commit).then(landed);
+    landing.catch(() => {}); // observed by whoever awaits `inflight` next
+    state.inflight = landing;
   }
 
   /** Stops every plugin and closes the state (if this runtime opened it). */

@@ -161,6 +161,22 @@ Deno.test("hash64 spreads ids and Hash64Set stores pairs without false positives
   assert.equal(set.add(...hash64("event-5:111122223333")), false);
 });
 
+Deno.test("hash64(text, suffix) equals the hash of text:suffix, and Dedupe.check's account joins the id so", async () => {
+  assert.deepEqual(hash64("e-1", "123"), hash64("e-1:123"));
+  assert.deepEqual(hash64("e-1", ""), hash64("e-1:"));
+  assert.notDeepEqual(hash64("e-1", "123"), hash64("e-1:124"));
+  const store = await StateStore.open(":memory:");
+  try {
+    const t = Date.parse("2026-11-18T08:15:00Z");
+    const dedupe = new Dedupe(store);
+    assert.equal(await dedupe.check("e-1:123", t), false);
+    assert.equal(await dedupe.check("e-1", t, "123"), true, "ids written before this change match");
+    assert.equal(await dedupe.check("e-1", t, "456"), false, "another account's event");
+  } finally {
+    store.close();
+  }
+});
+
 Deno.test("Dedupe remembers committed ids across instances, by event hour", async () => {
   const store = await StateStore.open(":memory:");
   try {
