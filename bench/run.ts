@@ -7,7 +7,8 @@
  * 2. floor: `node:zlib` gunzip + `JSON.parse` of the 10 files, in this process.
  * 3. pipeline: `main.ts ingest --once` over the 10 files (local source, every default detector,
  *    the built-in rule pack, a jsonl sink, a fresh KV file), in one thread (`pipeline.workers: 0`).
- * 4. workers2: the same with `pipeline.workers: 2` (and, for the record, `workers: 1`).
+ * 4. workers2: the same with `pipeline.workers: 2` (and, for the record, `workers: 1`, and one
+ *    thread with no detectors: what decoding, normalizing, dedupe and the commits cost alone).
  * 5. Peak RSS (VmHWM) of `ingest --once` on the big object and on the 100 MB object.
  *
  * Last line: `bench: floor=<N> ev/s pipeline=<N> ev/s ratio=<R> workers2=<N> ev/s rss_big=<N> MB rss_small=<N> MB`.
@@ -97,7 +98,12 @@ interface IngestResult {
 const V8_FLAGS = (JSON.parse(await Deno.readTextFile(`${ROOT}/deno.json`)).tasks.ingest as string)
   .split(/\s+/).filter((arg) => arg.startsWith("--v8-flags="));
 
-async function ingest(path: string, workers: number): Promise<IngestResult> {
+/** Runs `ingest --once` over `path`; `detectors: {}` runs none (default: every default one). */
+async function ingest(
+  path: string,
+  workers: number,
+  detectors?: Record<string, never>,
+): Promise<IngestResult> {
   const work = await Deno.makeTempDir({ prefix: "trailwatch-bench-" });
   try {
     const config = {
@@ -105,6 +111,7 @@ async function ingest(path: string, workers: number): Promise<IngestResult> {
       sinks: { file: { type: "jsonl", path: `${work}/alerts.jsonl` } },
       state: { path: `${work}/state.kv` },
       pipeline: { workers },
+      ...(detectors ? { detectors } : {}),
     };
     await Deno.writeTextFile(`${work}/config.json`, JSON.stringify(config));
     const child = new Deno.Command(Deno.execPath(), {
@@ -144,10 +151,14 @@ async function ingest(path: string, workers: number): Promise<IngestResult> {
   }
 }
 
-async function best(path: string, workers: number): Promise<IngestResult> {
+async function best(
+  path: string,
+  workers: number,
+  detectors?: Record<string, never>,
+): Promise<IngestResult> {
   let top: IngestResult | undefined;
   for (let i = 0; i < runs; i++) {
-    const result = await ingest(path, workers);
+    const result = await ingest(path, workers, detectors);
     if (!top || result.eventsPerSecond > top.eventsPerSecond) top = result;
   }
   return top!;
@@ -173,6 +184,8 @@ report("one thread", pipeline);
 report("workers: 1", await best(`${CACHE}/files`, 1));
 const workers2 = await best(`${CACHE}/files`, 2);
 report("workers: 2", workers2);
+// For the record: the same single thread without any detector.
+report("one thread, no detectors", await best(`${CACHE}/files`, 0, {}));
 const small = await ingest(`${CACHE}/small`, 0);
 console.log(`100 MB object: ${small.events} events, peak RSS ${small.peakRssMb.toFixed(0)} MB`);
 let big: IngestResult | undefined;

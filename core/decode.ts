@@ -7,6 +7,10 @@
  * `JSON.parse`). Everything is synchronous so it can run inside a Worker; {@link decodeRecords} is a
  * thin async wrapper over {@link ObjectDecoder}.
  *
+ * With `defer`, the object or array values of chosen top-level keys of each record (the pipeline
+ * defers {@link DEFERRED_PAYLOADS}) are cut out before `JSON.parse` and kept as text for
+ * {@link materialize}: most events never need them, and they are half of what parsing builds.
+ *
  * Memory stays bounded: at most one record (capped by `maxRecordBytes`), one input chunk and one
  * decompressed output buffer are held at a time. Nothing recurses, so nesting depth costs no stack.
  *
@@ -14,7 +18,7 @@
  */
 
 import { constants, crc32, createInflateRaw } from "node:zlib";
-import { errorMessage, ObjectDecodeError, SourceReadError } from "./errors.ts";
+import { errorMessage, ObjectDecodeError, RecordError, SourceReadError } from "./errors.ts";
 import type { CloudTrailRecord } from "./types.ts";
 
 /** Limits applied while decoding one object. */
@@ -25,6 +29,12 @@ export interface DecodeOptions {
   maxRecordBytes: number;
   /** Cap on the nesting depth of one record. */
   maxDepth: number;
+  /**
+   * Top-level keys of a record whose object or array value is not parsed with the record but
+   * kept as text until something reads it ({@link materialize}); the record holds `null` there
+   * meanwhile. None by default.
+   */
+  defer?: readonly string[];
 }
 
 /** Default limits: 2 GiB per object, 4 MiB per record, 500 levels. */
@@ -33,6 +43,57 @@ export const defaults = {
   maxRecordBytes: 4 * 1024 ** 2,
   maxDepth: 500,
 } satisfies DecodeOptions;
+
+/**
+ * The payloads of a CloudTrail record that only some rules and custom mappings read, and that take
+ * about half of `JSON.parse`'s work on a typical record: the pipeline parses them when something
+ * needs them ({@link DecodeOptions.defer}).
+ */
+export const DEFERRED_PAYLOADS: readonly string[] = ["requestParameters", "responseElements"];
+
+/** Where a record keeps its deferred payloads: `[key, text, key, text, …]`. */
+const DEFERRED: unique symbol = Symbol("deferred payloads");
+type Deferred = string[];
+
+/**
+ * Parses the payloads that were deferred when `record` was decoded and puts them in place; does
+ * nothing for a record without any. Throws a {@link RecordError} naming the key when one is not
+ * valid JSON.
+ *
+ * @example
+ * ```ts
+ * import { materialize, RecordSplitter } from "./decode.ts";
+ * const splitter = new RecordSplitter("example.json", { defer: ["requestParameters"] });
+ * const [{ record }] = splitter.push(new TextEncoder().encode(
+ *   '{"Records":[{"eventName":"RunInstances","requestParameters":{"instanceType":"t3.micro"}}]}',
+ * ));
+ * record!.requestParameters; // null until materialized
+ * materialize(record!);
+ * record!.requestParameters; // { instanceType: "t3.micro" }
+ * ```
+ */
+export function materialize(record: CloudTrailRecord): void {
+  const deferred = (record as { [DEFERRED]?: Deferred })[DEFERRED];
+  if (deferred === undefined) return;
+  // The symbol was the last property added: deleting it keeps the object's fast shape.
+  delete (record as { [DEFERRED]?: Deferred })[DEFERRED];
+  for (let k = 0; k < deferred.length; k += 2) {
+    const key = deferred[k];
+    let value: unknown;
+    try {
+      value = JSON.parse(deferred[k + 1]);
+    } catch (error) {
+      throw new RecordError(`${key}: invalid JSON: ${(error as Error).message}`);
+    }
+    // A key given twice keeps its last value, as JSON.parse does (the last one deferred is kept).
+    if (record[key] === null) record[key] = value;
+  }
+}
+
+/** Whether `record` has payloads that {@link materialize} has not parsed yet. */
+export function hasDeferred(record: CloudTrailRecord): boolean {
+  return (record as { [DEFERRED]?: Deferred })[DEFERRED] !== undefined;
+}
 
 /** One decoded record, or a failure confined to one record. `offset` is where it starts. */
 export type DecodedRecord =
@@ -77,6 +138,7 @@ const TOKEN_MAX = 64;
 const STACK_MAX = 1 << 20;
 
 const BOM = [0xef, 0xbb, 0xbf];
+const NULL_BYTES = new Uint8Array([0x6e, 0x75, 0x6c, 0x6c]); // null
 const RECORDS_KEY = [0x52, 0x65, 0x63, 0x6f, 0x72, 0x64, 0x73]; // Records
 
 /** Bytes that can start a number or literal, and bytes that can continue one. */
@@ -168,10 +230,29 @@ export class RecordSplitter {
   #scratchLen = 0;
   readonly #spans: number[] = [];
   readonly #slots: number[] = [];
+  /** Per queued record, its deferred payloads (key index, start, end in #payloads) or undefined. */
+  readonly #slotDeferred: (number[] | undefined)[] = [];
+  /** The deferred payloads of the queued records, one after the other. */
+  #payloads = new Uint8Array(64 * 1024);
+  #payloadsLen = 0;
   #out: DecodedRecord[] = [];
 
+  // Deferred payloads (DecodeOptions.defer): the keys, their bytes, key indexes by byte length.
+  readonly #deferKeys: readonly string[];
+  readonly #deferBytes: Uint8Array[];
+  readonly #deferByLength: number[][] = [];
+  /** 1 for the bytes a deferred key starts with. */
+  readonly #deferFirst = new Uint8Array(256);
+  /** Of the record being scanned: the deferred key whose value may come next, or -1. */
+  #pendingKey = -1;
+  /** The deferred key whose value is being scanned (-1: none), and where that value starts. */
+  #openKey = -1;
+  #openAt = 0;
+  /** The record's deferred values: key index, start, end (absolute offsets). */
+  readonly #deferSpans: number[] = [];
+
   /** The last bytes of the stream before the current chunk (for keys split across chunks). */
-  readonly #tail = new Uint8Array(16);
+  readonly #tail: Uint8Array;
   #tailLen = 0;
   #failure: Error | undefined;
 
@@ -182,6 +263,15 @@ export class RecordSplitter {
     this.#maxRecordBytes = opts.maxRecordBytes;
     this.#maxDepth = opts.maxDepth;
     this.#stack = new Uint8Array(Math.max(1, Math.min(opts.maxDepth + 1, STACK_MAX)));
+    this.#deferKeys = [...opts.defer ?? []];
+    const encoder = new TextEncoder();
+    this.#deferBytes = this.#deferKeys.map((key) => encoder.encode(key));
+    this.#deferBytes.forEach((bytes, i) => {
+      (this.#deferByLength[bytes.length] ??= []).push(i);
+      if (bytes.length > 0) this.#deferFirst[bytes[0]] = 1;
+    });
+    const longest = Math.max(0, ...this.#deferBytes.map((bytes) => bytes.length));
+    this.#tail = new Uint8Array(Math.max(16, longest + 2));
   }
 
   /** Bytes consumed so far (the decompressed offset of the next byte). */
@@ -329,6 +419,9 @@ export class RecordSplitter {
             // `"Records":` at depth 1: this object is a wrapper, not a record.
             this.#carryLen = 0;
             this.#oversize = false;
+            this.#deferSpans.length = 0;
+            this.#openKey = -1;
+            this.#pendingKey = -1;
             this.#state = S_RECORDS_VALUE;
             i++;
           } else this.#state = S_VALUE; // it was a value; rescan this byte as part of the object
@@ -389,6 +482,9 @@ export class RecordSplitter {
     this.#tooDeep = false;
     this.#carryLen = 0;
     this.#esc = false;
+    this.#pendingKey = -1;
+    this.#openKey = -1;
+    this.#deferSpans.length = 0;
     if (c === 0x22) {
       this.#inStr = true;
       this.#depth = 0;
@@ -476,6 +572,8 @@ export class RecordSplitter {
     const cap = stack.length;
     const maxDepth = this.#maxDepth;
     const keyCheck = this.#kind === K_CANDIDATE;
+    const deferring = this.#deferKeys.length > 0 && (keyCheck || this.#kind === K_RECORD);
+    const trackKeys = keyCheck || deferring;
     let depth = this.#depth;
     let inStr = this.#inStr;
     let tooDeep = this.#tooDeep;
@@ -503,6 +601,13 @@ export class RecordSplitter {
             result = R_END;
             break;
           }
+          if (deferring) {
+            // Most strings are told apart by their first byte, without a call.
+            const first = this.#strStart + 1 - this.#base;
+            this.#pendingKey = first >= 0 && first < i && this.#deferFirst[b[first]] === 0
+              ? -1
+              : this.#deferKeyAt(b, i);
+          }
           if (keyCheck && this.#isRecordsKey(b, i)) {
             result = R_KEY;
             break;
@@ -513,17 +618,30 @@ export class RecordSplitter {
         const c = b[i++];
         if (c === 0x22) {
           inStr = true;
-          if (keyCheck) this.#strStart = this.#base + i - 1;
+          if (trackKeys && depth === 1) this.#strStart = this.#base + i - 1;
           continue outer;
         }
         const k = c | 0x20;
         if (k === 0x7b) {
+          // The object or array value of a deferred key starts.
+          if (depth === 1 && this.#pendingKey >= 0) {
+            this.#openKey = this.#pendingKey;
+            this.#openAt = this.#base + i - 1;
+            this.#pendingKey = -1;
+          }
           if (depth < cap) stack[depth] = c;
           if (++depth > maxDepth) tooDeep = true;
         } else if (k === 0x7d) {
           --depth;
           if (depth < cap && stack[depth] !== c - 2) {
             this.#fail(this.#base + i - 1, `mismatched ${describeByte(c)}`);
+          }
+          if (depth === 1 && this.#openKey >= 0) {
+            // Shorter than `null` (an empty `{}` or `[]`): parsed with the record.
+            if (this.#base + i - this.#openAt >= NULL_BYTES.length) {
+              this.#deferSpans.push(this.#openKey, this.#openAt, this.#base + i);
+            }
+            this.#openKey = -1;
           }
           if (depth === 0) {
             result = R_END;
@@ -554,6 +672,26 @@ export class RecordSplitter {
     return true;
   }
 
+  /**
+   * The index of the deferred key equal to the string that closed just before `b[i]`, or -1
+   * (also when its bytes are no longer at hand: the value is then parsed with the record).
+   */
+  #deferKeyAt(b: Uint8Array, i: number): number {
+    const start = this.#strStart;
+    const found = this.#deferByLength[this.#base + i - 2 - start];
+    if (found === undefined) return -1;
+    next: for (const d of found) {
+      const key = this.#deferBytes[d];
+      for (let k = 0; k < key.length; k++) {
+        const rel = start + 1 + k - this.#base;
+        const c = rel >= 0 ? b[rel] : this.#tail[this.#tailLen + rel];
+        if (c !== key[k]) continue next;
+      }
+      return d;
+    }
+    return -1;
+  }
+
   /** Queues a complete record (`#carry` + `b[s:e]`) for the next batched JSON.parse. */
   #addToBatch(b: Uint8Array, s: number, e: number, offset: number): void {
     const carryLen = this.#carryLen;
@@ -573,11 +711,71 @@ export class RecordSplitter {
     }
     scratch.set(b.subarray(s, e), at);
     at += e - s;
+    let deferred: number[] | undefined;
+    const spans = this.#deferSpans;
+    if (spans.length > 0) {
+      // Move the deferred values to #payloads (each leaves `null`).
+      deferred = [];
+      const shift = start - offset; // absolute offset → index in scratch
+      let write = shift + spans[1];
+      for (let k = 0; k < spans.length; k += 3) {
+        const from = shift + spans[k + 1];
+        const to = shift + spans[k + 2];
+        let p = this.#payloadsLen;
+        if (p + to - from > this.#payloads.length) {
+          const grown = new Uint8Array(Math.max(p + to - from, this.#payloads.length * 2));
+          grown.set(this.#payloads.subarray(0, p));
+          this.#payloads = grown;
+        }
+        this.#payloads.set(scratch.subarray(from, to), p);
+        deferred.push(spans[k], p, p += to - from);
+        this.#payloadsLen = p;
+        scratch.set(NULL_BYTES, write);
+        write += NULL_BYTES.length;
+        const until = k + 3 < spans.length ? shift + spans[k + 4] : at;
+        scratch.copyWithin(write, to, until);
+        write += until - to;
+      }
+      at = write;
+      spans.length = 0;
+    }
     this.#scratchLen = at;
     this.#spans.push(start, at);
+    this.#slotDeferred.push(deferred);
     this.#slots.push(this.#out.length);
     this.#out.push({ record: UNPARSED, offset });
     if (at >= BATCH_BYTES) this.#flush();
+  }
+
+  /** The deferred payloads of the queued records as texts (empties #payloads). */
+  #deferredTexts(): (Deferred | undefined)[] {
+    const slots = this.#slotDeferred;
+    const out: (Deferred | undefined)[] = new Array(slots.length);
+    const length = this.#payloadsLen;
+    if (length > 0) {
+      const bytes = this.#payloads;
+      // One decode for the batch; its offsets are the byte offsets when it is all ASCII.
+      const all = this.#decoder.decode(bytes.subarray(0, length));
+      const ascii = all.length === length;
+      for (let k = 0; k < slots.length; k++) {
+        const spans = slots[k];
+        if (spans === undefined) continue;
+        const texts: Deferred = [];
+        for (let j = 0; j < spans.length; j += 3) {
+          const from = spans[j + 1];
+          const to = spans[j + 2];
+          texts.push(
+            this.#deferKeys[spans[j]],
+            ascii ? all.slice(from, to) : this.#decoder.decode(bytes.subarray(from, to)),
+          );
+        }
+        out[k] = texts;
+      }
+      this.#payloadsLen = 0;
+      if (bytes.length > 4 * BATCH_BYTES) this.#payloads = new Uint8Array(64 * 1024);
+    }
+    slots.length = 0;
+    return out;
   }
 
   /** Parses the queued records with one JSON.parse, or one by one if that fails. */
@@ -595,8 +793,13 @@ export class RecordSplitter {
     } catch {
       parsed = undefined;
     }
+    const deferred = this.#deferredTexts();
     if (Array.isArray(parsed) && parsed.length === count) {
-      for (let k = 0; k < count; k++) out[slots[k]].record = parsed[k];
+      for (let k = 0; k < count; k++) {
+        const record = parsed[k];
+        if (deferred[k] !== undefined) record[DEFERRED] = deferred[k];
+        out[slots[k]].record = record;
+      }
     } else {
       const spans = this.#spans;
       for (let k = 0; k < count; k++) {
@@ -605,6 +808,9 @@ export class RecordSplitter {
           slot.record = JSON.parse(
             decoder.decode(scratch.subarray(spans[2 * k], spans[2 * k + 1])),
           );
+          if (deferred[k] !== undefined) {
+            (slot.record as { [DEFERRED]?: Deferred })[DEFERRED] = deferred[k];
+          }
         } catch (error) {
           this.#out[slots[k]] = {
             error: `invalid JSON: ${(error as Error).message}`,

@@ -18,7 +18,7 @@
 import { detectors as registry } from "../detectors/mod.ts";
 import type { Detector } from "../detectors/mod.ts";
 import { compileCustomMapping } from "../mapping/custom_mapping.ts";
-import { type DecodedRecord, ObjectDecoder, readFileChunks } from "./decode.ts";
+import { type DecodedRecord, DEFERRED_PAYLOADS, ObjectDecoder, readFileChunks } from "./decode.ts";
 import { errorMessage, ObjectDecodeError, SourceReadError } from "./errors.ts";
 import { captureLog } from "./log.ts";
 import { packedSize, packedTransfer, packPrepared, Preparer } from "./prepare.ts";
@@ -166,7 +166,7 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
         : undefined;
       const current: Job = {
         id: message.job,
-        decoder: new ObjectDecoder(message.object, message.decode),
+        decoder: new ObjectDecoder(message.object, { ...message.decode, defer: DEFERRED_PAYLOADS }),
         preparer: new Preparer(detectors, { mapping, insight: message.insight }),
         sizes: [],
         unacked: 0,

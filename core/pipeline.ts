@@ -18,7 +18,7 @@ import { type DeliveryReport, Outbox, type Route } from "../sinks/outbox.ts";
 import type { Source, SourceObject, SourceRun } from "../sources/mod.ts";
 import { sources as sourceRegistry } from "../sources/mod.ts";
 import type { Config, SourceConfig } from "./config.ts";
-import { decodeRecords, readFileChunks } from "./decode.ts";
+import { decodeRecords, DEFERRED_PAYLOADS, readFileChunks } from "./decode.ts";
 import { type Prepared, Preparer } from "./prepare.ts";
 import { type DecodeJob, DecodePool } from "./workers.ts";
 import { Dedupe } from "./dedupe.ts";
@@ -692,7 +692,9 @@ export class Runtime {
     const input = object.path !== undefined
       ? readFileChunks(object.path)
       : await object.open(signal);
-    for await (const batch of decodeRecords(input, object.id, config.decode)) {
+    // Payloads are parsed only when something reads them (see Preparer and the rules).
+    const decode = { ...config.decode, defer: DEFERRED_PAYLOADS };
+    for await (const batch of decodeRecords(input, object.id, decode)) {
       yield preparer.decoded(batch);
     }
   }

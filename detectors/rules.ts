@@ -13,6 +13,7 @@
  */
 
 import { isAbsolute, join, resolve } from "node:path";
+import { hasDeferred, materialize } from "../core/decode.ts";
 import { ConfigError } from "../core/errors.ts";
 import { log } from "../core/log.ts";
 import type { AlertDraft, CloudTrailRecord, NormalizedEvent } from "../core/types.ts";
@@ -271,6 +272,10 @@ export async function createRules(
     rules,
     report,
     match(event: NormalizedEvent): AlertDraft[] | undefined {
+      // Rules may read any field: parse deferred payloads for the events some rule may match.
+      if (hasDeferred(event.raw) && index.candidates(event.raw).length > 0) {
+        materialize(event.raw);
+      }
       const matched = index.evaluate(event.raw);
       if (matched.length === 0) return undefined;
       const record = matchedRecord(event.raw, event.event_id);

@@ -5,6 +5,7 @@
  */
 
 import { createHash } from "node:crypto";
+import { hasDeferred, materialize } from "../core/decode.ts";
 import { RecordError } from "../core/errors.ts";
 import type { CloudTrailRecord, NormalizedEvent } from "../core/types.ts";
 import { describe, isObject } from "../core/validate.ts";
@@ -141,6 +142,11 @@ export function normalize(
   if (eventId !== undefined && typeof eventId !== "string") {
     throw new RecordError(`eventID: expected a string, got ${describe(eventId)}`);
   }
+  // Payloads deferred by the decoder are parsed when read here: by a console login's outcome, a
+  // content id (no eventID) and a custom mapping.
+  if (
+    hasDeferred(record) && (eventName === "ConsoleLogin" || !eventId || options.mapping)
+  ) materialize(record);
   const identity = record.userIdentity;
   if (identity !== undefined && !isObject(identity)) {
     throw new RecordError(`userIdentity: expected an object, got ${describe(identity)}`);

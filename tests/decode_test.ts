@@ -4,10 +4,13 @@ import {
   type DecodedRecord,
   decodeRecords,
   defaults,
+  DEFERRED_PAYLOADS,
+  hasDeferred,
+  materialize,
   ObjectDecoder,
   RecordSplitter,
 } from "../core/decode.ts";
-import { ObjectDecodeError } from "../core/errors.ts";
+import { ObjectDecodeError, RecordError } from "../core/errors.ts";
 
 const encoder = new TextEncoder();
 const MiB = 1024 * 1024;
@@ -661,4 +664,95 @@ Deno.test("decodeRecords() rejects with ObjectDecodeError from the async generat
       // nothing to yield
     }
   }, ObjectDecodeError);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Deferred payloads
+// ---------------------------------------------------------------------------------------------
+
+/** Splits `text` fed in chunks of `size` bytes, deferring the pipeline's payloads. */
+function splitDeferred(text: string, size: number): DecodedRecord[] {
+  const splitter = new RecordSplitter("deferred.json", { defer: DEFERRED_PAYLOADS });
+  const data = bytes(text);
+  const out: DecodedRecord[] = [];
+  for (let at = 0; at < data.length; at += size) splitter.push(data.subarray(at, at + size), out);
+  return splitter.end(out);
+}
+
+Deno.test("RecordSplitter defers top-level payloads and materialize() restores them exactly", () => {
+  const records: Record<string, unknown>[] = [
+    ...Array.from({ length: 40 }, (_, i) => cloudTrailRecord(i)),
+    // Only depth-1 keys are deferred; a value spelled like a key is not a key.
+    {
+      eventName: "requestParameters",
+      nested: { requestParameters: { deep: [1, 2] }, responseElements: "x" },
+      requestParameters: { text: '}{"],[\\', list: [{ a: null }, [], {}], "é😀": "ünï" },
+      responseElements: [{ ok: true }],
+    },
+    // Empty, null and scalar payloads are parsed with the record.
+    { eventName: "Empty", requestParameters: {}, responseElements: [] },
+    { eventName: "Null", requestParameters: null, responseElements: "text" },
+    { eventName: "Number", requestParameters: 12, responseElements: { "": 0 } },
+  ];
+  const text = JSON.stringify({ Records: records });
+  for (const size of [1, 2, 5, 17, 100, 4096, 1 << 20]) {
+    const out = splitDeferred(text, size);
+    assert.equal(out.length, records.length, `chunks of ${size}`);
+    const deferred = out.filter((item) => item.record && hasDeferred(item.record)).length;
+    // The 40 records with a requestParameters object, the nested case and `{"": 0}`.
+    assert.equal(deferred, 42, `chunks of ${size}`);
+    out.forEach((item, i) => {
+      assert.ok(item.record, item.error);
+      for (const key of DEFERRED_PAYLOADS) {
+        const value = records[i][key];
+        const cut = typeof value === "object" && value !== null &&
+          JSON.stringify(value).length >= 4;
+        assert.deepEqual(
+          item.record[key],
+          cut ? null : value,
+          `record ${i} ${key} before materialize()`,
+        );
+      }
+      materialize(item.record);
+      assert.equal(hasDeferred(item.record), false);
+      assert.deepEqual(item.record, records[i], `record ${i}, chunks of ${size}`);
+    });
+  }
+});
+
+Deno.test("RecordSplitter defers payloads of JSON Lines records, not of a wrapper's own keys", () => {
+  const a = { eventName: "A", requestParameters: { bucketName: "a" } };
+  const b = { eventName: "B", responseElements: { status: "ok" } };
+  const lines = splitDeferred(`${JSON.stringify(a)}\n${JSON.stringify(b)}\n`, 3);
+  assert.deepEqual(lines.map((item) => item.record && hasDeferred(item.record)), [true, true]);
+  lines.forEach((item) => materialize(item.record!));
+  assert.deepEqual(lines.map((item) => item.record), [a, b]);
+  // A wrapper whose other keys come first: only the records' payloads are deferred.
+  const wrapped = splitDeferred(
+    `{"requestParameters":{"not":"a record"},"Records":[${JSON.stringify(a)}]}`,
+    4,
+  );
+  assert.equal(wrapped.length, 1);
+  materialize(wrapped[0].record!);
+  assert.deepEqual(wrapped[0].record, a);
+});
+
+Deno.test("materialize() names the payload that is not valid JSON", () => {
+  const [item] = splitDeferred(
+    '{"Records":[{"eventName":"Bad","requestParameters":{"a": tru},"responseElements":{"b":1}}]}',
+    64,
+  );
+  assert.ok(item.record, "the rest of the record is valid: it decodes");
+  assert.throws(
+    () => materialize(item.record!),
+    (error) =>
+      error instanceof RecordError && /^requestParameters: invalid JSON/.test(error.message),
+  );
+});
+
+Deno.test("decodeRecords() without defer parses payloads with the record", async () => {
+  const text = JSON.stringify({ Records: [cloudTrailRecord(1)] });
+  const { entries: [item] } = await collect(streamOf(bytes(text)), "plain.json");
+  assert.equal(hasDeferred(item.record!), false);
+  assert.deepEqual(item.record, cloudTrailRecord(1));
 });

@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
+import { DEFERRED_PAYLOADS, hasDeferred, RecordSplitter } from "../core/decode.ts";
 import { RecordError } from "../core/errors.ts";
+import type { CloudTrailRecord } from "../core/types.ts";
 import { compileCustomMapping } from "../mapping/custom_mapping.ts";
 import { normalize, toEcs } from "../mapping/normalize.ts";
 import { ctRecord, rootLogin } from "./helpers/records.ts";
@@ -195,4 +197,31 @@ Deno.test("toEcs() projects the event onto ECS fields", () => {
   assert.equal(ecs.user_agent?.original, "aws-cli/2.22.0");
   assert.equal(ecs.error?.code, "AccessDenied");
   assert.equal(ecs["@timestamp"], "2026-11-18T08:00:00Z");
+});
+
+/** `record` as the pipeline's decoder gives it: its payloads deferred. */
+function deferred(record: CloudTrailRecord): CloudTrailRecord {
+  const splitter = new RecordSplitter("t.json", { defer: DEFERRED_PAYLOADS });
+  const [item] = splitter.push(new TextEncoder().encode(JSON.stringify({ Records: [record] })));
+  assert.ok(item.record && hasDeferred(item.record), "the payloads were deferred");
+  return item.record;
+}
+
+Deno.test("normalize() reads the deferred payloads it needs and leaves the others", () => {
+  // A console login's outcome is in responseElements.
+  const failedLogin = rootLogin({ responseElements: { ConsoleLogin: "Failure" } });
+  assert.equal(normalize(deferred(failedLogin)).outcome, "failure");
+  // Without an eventID, the id is a hash of the whole record.
+  const noId = ctRecord({ requestParameters: { bucketName: "b" } });
+  delete noId.eventID;
+  assert.equal(normalize(deferred(noId)).event_id, normalize(structuredClone(noId)).event_id);
+  // A custom mapping may read any field.
+  const mapping = compileCustomMapping({ team: "requestParameters.team" }, ["team"]);
+  const mapped = normalize(deferred(ctRecord({ requestParameters: { team: "payments" } })), {
+    mapping,
+  });
+  assert.equal(mapped.custom?.team, "payments");
+  // An ordinary call: the payload stays deferred (nothing read it).
+  const call = normalize(deferred(ctRecord({ requestParameters: { bucketName: "b" } })));
+  assert.equal(hasDeferred(call.raw), true);
 });

@@ -204,6 +204,37 @@ Deno.test("pipeline: record failures are listed with object, record number and r
   }
 });
 
+Deno.test("pipeline: a payload that is not valid JSON fails its record when something reads it", async () => {
+  const h = await harness();
+  const store = await StateStore.open(":memory:");
+  try {
+    const bad = (record: Record<string, unknown>, key: string) =>
+      JSON.stringify({ ...record, [key]: { placeholder: 1 } }).replace(
+        '{"placeholder":1}',
+        '{"x": tru}',
+      );
+    // A console login's outcome is read from responseElements: that record fails, naming it.
+    // A call's requestParameters is read by nothing here: that record is processed.
+    await writeFiles(h.dir, {
+      "a.json": `{"Records":[${bad(rootLogin(), "responseElements")},${
+        bad(ctRecord(), "requestParameters")
+      },${JSON.stringify(rootLogin())}]}`,
+    });
+    const runtime = await h.runtime(store);
+    const summary = await runtime.runOnce();
+    await runtime.close();
+    assert.equal(summary.events, 2);
+    assert.equal(summary.events_failed, 1);
+    assert.match(
+      summary.failures[0].reason,
+      /^record 1 \(byte \d+\): responseElements: invalid JSON: /,
+    );
+  } finally {
+    store.close();
+    await h.cleanup();
+  }
+});
+
 Deno.test("pipeline: a big object is committed in chunks and resumes after the last chunk", async () => {
   const h = await harness();
   const store = await StateStore.open(":memory:");
