@@ -11,7 +11,7 @@
  */
 
 import { gunzipSync, gzipSync } from "node:zlib";
-import { decodeRecords, ObjectDecoder, RecordSplitter } from "../core/decode.ts";
+import { decodeRecords, DEFERRED_PAYLOADS, ObjectDecoder, RecordSplitter } from "../core/decode.ts";
 import { generateRecords } from "./dataset.ts";
 
 const RECORDS = 20_000;
@@ -59,6 +59,19 @@ Deno.bench({
   async fn() {
     let count = 0;
     for await (const batch of decodeRecords(streamOf(zipped), "bench")) count += batch.length;
+    expect(count);
+  },
+});
+
+Deno.bench({
+  name: "decodeRecords() deferring the pipeline's payloads (as ingest does)",
+  group: "gzip",
+  async fn() {
+    let count = 0;
+    const options = { defer: DEFERRED_PAYLOADS };
+    for await (const batch of decodeRecords(streamOf(zipped), "bench", options)) {
+      count += batch.length;
+    }
     expect(count);
   },
 });
