@@ -77,16 +77,15 @@ export function materialize(record: CloudTrailRecord): void {
   if (deferred === undefined) return;
   // The symbol was the last property added: deleting it keeps the object's fast shape.
   delete (record as { [DEFERRED]?: Deferred })[DEFERRED];
-  for (let k = 0; k < deferred.length; k += 2) {
+  // Last first: a key given twice keeps its last value, as with JSON.parse.
+  for (let k = deferred.length - 2; k >= 0; k -= 2) {
     const key = deferred[k];
-    let value: unknown;
+    if (record[key] !== null) continue;
     try {
-      value = JSON.parse(deferred[k + 1]);
+      record[key] = JSON.parse(deferred[k + 1]);
     } catch (error) {
       throw new RecordError(`${key}: invalid JSON: ${(error as Error).message}`);
     }
-    // A key given twice keeps its last value, as JSON.parse does (the last one deferred is kept).
-    if (record[key] === null) record[key] = value;
   }
 }
 

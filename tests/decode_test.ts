@@ -737,6 +737,14 @@ Deno.test("RecordSplitter defers payloads of JSON Lines records, not of a wrappe
   assert.deepEqual(wrapped[0].record, a);
 });
 
+Deno.test("materialize() keeps the last value of a payload key given twice, as JSON.parse does", () => {
+  const text = '{"Records":[{"requestParameters":{"a":1},"requestParameters":{"b":2}},' +
+    '{"requestParameters":{"a":1},"requestParameters":"text"}]}';
+  const out = splitDeferred(text, 7);
+  out.forEach((item) => materialize(item.record!));
+  assert.deepEqual(out.map((item) => item.record), JSON.parse(text).Records);
+});
+
 Deno.test("materialize() names the payload that is not valid JSON", () => {
   const [item] = splitDeferred(
     '{"Records":[{"eventName":"Bad","requestParameters":{"a": tru},"responseElements":{"b":1}}]}',
