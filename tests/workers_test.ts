@@ -110,6 +110,16 @@ Deno.test("decode workers give the same events, failures and alerts as the main 
           ? ctRecord({ eventSource: "cloudtrail.amazonaws.com", eventName: "StopLogging" })
           : ctRecord({ requestParameters: { team: `t${i % 7}` }, eventName: "ListBuckets" }),
     );
+    // A rule that reads requestParameters: the decoder deferred it, the rule has it parsed.
+    const openedTo = {
+      groupId: "sg-1",
+      ipPermissions: { items: [{ ipRanges: { items: [{ cidrIp: "0.0.0.0/0" }] } }] },
+    };
+    many[1234] = ctRecord({
+      eventSource: "ec2.amazonaws.com",
+      eventName: "AuthorizeSecurityGroupIngress",
+      requestParameters: openedTo,
+    });
     const noName = ctRecord();
     delete noName.eventName;
     await writeFiles(dir, {
@@ -137,6 +147,11 @@ Deno.test("decode workers give the same events, failures and alerts as the main 
     assert.equal(main.summary.events_failed, 2);
     assert.ok(main.alerts.some((a) => a.detector === "rules"));
     assert.ok(main.alerts.some((a) => a.detector === "console_login_no_mfa"));
+    const opened = main.alerts.find((a) => a.title === "Security group opened to 0.0.0.0/0");
+    assert.deepEqual(
+      (opened?.details.matched as Record<string, unknown> | undefined)?.requestParameters,
+      openedTo,
+    );
   } finally {
     await tmp.cleanup();
   }
