@@ -692,7 +692,7 @@ export class Runtime {
     const input = object.path !== undefined
       ? readFileChunks(object.path)
       : await object.open(signal);
-    // Payloads are parsed only when something reads them (see Preparer and the rules).
+    // Payloads are parsed only when read (by normalize, the rules or a custom mapping).
     const decode = { ...config.decode, defer: DEFERRED_PAYLOADS };
     for await (const batch of decodeRecords(input, object.id, decode)) {
       yield preparer.decoded(batch);
