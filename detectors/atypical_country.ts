@@ -86,10 +86,14 @@ export function createAtypicalCountry(
   const policy = new LoginPolicy(opts, init.name);
   const atypicalMs = opts.atypicalDays * DAY_MS;
 
-  /** Keeps at most `maxLogins` runs in all, dropping the runs that ended longest ago. */
-  function bound(profile: AtypicalProfile): void {
+  /**
+   * Keeps at most `maxLogins` runs in all, dropping the runs that ended longest ago; returns
+   * whether it dropped any.
+   */
+  function bound(profile: AtypicalProfile): boolean {
     let total = 0;
     for (const runs of Object.values(profile.c)) total += runs.length;
+    const dropped = total > policy.maxLogins;
     while (total-- > policy.maxLogins) {
       let oldest = "";
       for (const [country, runs] of Object.entries(profile.c)) {
@@ -99,6 +103,7 @@ export function createAtypicalCountry(
       if (!profile.c[oldest].length) delete profile.c[oldest];
       (profile.lost ??= {})[oldest] = 1;
     }
+    return dropped;
   }
 
   /** A successful (`login`) or failed login. */
@@ -141,6 +146,7 @@ export function createAtypicalCountry(
       previous![7] = next![7];
       runs.splice(at, 1);
     } else if (joinsPrevious) {
+      // The common case: a login extends the run it follows (see `stretched` below).
       previous![4] = t;
       previous![5] = id;
       previous![6] = event.ip;
@@ -151,10 +157,17 @@ export function createAtypicalCountry(
       next![2] = event.ip;
       next![3] = f;
     } else runs.splice(at, 0, [t, id, event.ip, f, t, id, event.ip, f]);
+    const stretched = joinsPrevious && !joinsNext && raise.length === 0;
     profile.c[country] = runs;
-    if (!profile.first || before(t, id, ...profile.first)) profile.first = [t, id];
-    bound(profile);
-    context.state.set(key, profile, { expireIn: policy.expireIn });
+    let structural = !stretched;
+    if (!profile.first || before(t, id, ...profile.first)) {
+      profile.first = [t, id];
+      structural = true;
+    }
+    if (bound(profile)) structural = true;
+    // Only the end of a run moved: written lazily (see SetOptions.lazy). Lost in a crash, it is
+    // off by less than one object's time span, far below `atypicalDays`.
+    context.state.set(key, profile, { expireIn: policy.expireIn, lazy: !structural });
     for (const [[loginTime, loginId, ip, filter], [lastTime, lastId, lastIp]] of raise) {
       const days = Math.floor((loginTime - lastTime) / DAY_MS);
       const draft = {

@@ -528,9 +528,13 @@ export function createImpossibleTravel(
     }
     const pairs = loginNeighbours(list, x);
     if (!pairs) return;
+    // Whether the track changed, and whether more than a day's login count did (see below).
     let changed = false;
+    let structural = false;
     if (!x.f) {
+      const first = track.first;
       remember(track, x);
+      structural = track.first !== first;
       const day = Math.floor(x.t / DAY_MS);
       const dayKey = [...key, day];
       const logins = await state.get<Login[]>(dayKey) ?? [];
@@ -540,9 +544,13 @@ export function createImpossibleTravel(
       let i = days.length;
       while (i > 0 && days[i - 1][0] > day) i--;
       if (i > 0 && days[i - 1][0] === day) days[i - 1][1] = logins.length;
-      else days.splice(i, 0, [day, logins.length]);
+      else {
+        days.splice(i, 0, [day, logins.length]);
+        structural = true;
+      }
       // Keep the last maxLogins logins: drop whole days, oldest first, then the oldest logins.
       let excess = days.reduce((sum, [, count]) => sum + count, 0) - policy.maxLogins;
+      if (excess > 0) structural = true;
       while (excess > 0 && days[0][1] <= excess) {
         const [oldest, count] = days.shift()!;
         state.delete([...key, oldest]);
@@ -559,8 +567,12 @@ export function createImpossibleTravel(
       changed = true;
     }
     const found = judge(pairs, x, `user|${user}`, user, track.first?.[0]);
-    changed = raise(found, track, "user", user, user, account, event, context) || changed;
-    if (changed) state.set(key, track, { expireIn: policy.expireIn });
+    if (raise(found, track, "user", user, user, account, event, context)) {
+      changed = structural = true;
+    }
+    // Most logins only add one to their day's count: the track is then written lazily (see
+    // SetOptions.lazy). A lost count is set again from the day's list at the next login that day.
+    if (changed) state.set(key, track, { expireIn: policy.expireIn, lazy: !structural });
   }
 
   /**
@@ -660,7 +672,11 @@ export function createImpossibleTravel(
     }
   }
 
-  /** A call signed with an access key: synchronous when the key's track is in the pass cache. */
+  /**
+   * A call signed with an access key: synchronous when the key's track is in the pass cache.
+   * (The waiting paths are functions of their own: a closure here would cost an allocation for
+   * every call.)
+   */
   function onKeyCall(
     keyId: string,
     x: Point,
@@ -669,13 +685,31 @@ export function createImpossibleTravel(
   ): Promise<void> | undefined {
     const key = ["key", keyId];
     const cached = context.state.peek<Track>(key);
-    if (cached) {
-      callWithTrack(key, cached.value ?? {}, keyId, x, event, context);
-      return undefined;
-    }
-    return context.state.get<Track>(key).then((track) =>
-      callWithTrack(key, track ?? {}, keyId, x, event, context)
-    );
+    if (!cached) return keyCallRead(key, keyId, x, event, context);
+    callWithTrack(key, cached.value ?? {}, keyId, x, event, context);
+    return undefined;
+  }
+
+  async function keyCallRead(
+    key: Deno.KvKey,
+    keyId: string,
+    x: Point,
+    event: NormalizedEvent,
+    context: DetectorContext,
+  ): Promise<void> {
+    const track = await context.state.get<Track>(key);
+    callWithTrack(key, track ?? {}, keyId, x, event, context);
+  }
+
+  async function keyCallAfter(
+    pending: Promise<void>,
+    keyId: string,
+    x: Point,
+    event: NormalizedEvent,
+    context: DetectorContext,
+  ): Promise<void> {
+    await pending;
+    await onKeyCall(keyId, x, event, context);
   }
 
   return {
@@ -712,7 +746,7 @@ export function createImpossibleTravel(
         const x = pointOf(event, event.ip);
         if (x) {
           pending = pending
-            ? pending.then(() => onKeyCall(keyId, x, event, context))
+            ? keyCallAfter(pending, keyId, x, event, context)
             : onKeyCall(keyId, x, event, context);
         }
       }

@@ -313,3 +313,59 @@ Deno.test("fitAlert() trims oversized details to fit a KV value", () => {
   assert.equal(fitted.details.rule_id, "r-1");
   assert.match(String(fitted.details.truncated), /matched/);
 });
+
+Deno.test("pipeline: lazy detector writes land with their object's last commit", async () => {
+  const tmp = await tempDir();
+  const store = await StateStore.open(":memory:");
+  try {
+    const dir = `${tmp.path}/logs`;
+    const at = (minute: number) => `2026-11-18T08:${String(minute).padStart(2, "0")}:00Z`;
+    const login = (minute: number) =>
+      ctRecord({
+        eventTime: at(minute),
+        eventSource: "signin.amazonaws.com",
+        eventName: "ConsoleLogin",
+        eventType: "AwsConsoleSignIn",
+        responseElements: { ConsoleLogin: "Success" },
+        additionalEventData: { MFAUsed: "Yes" },
+      });
+    // The first object's call and login create state; the second's only stretch it (lazy
+    // writes); the third ends the pass.
+    await writeFiles(dir, {
+      "a.json.gz": trailFile([ctRecord({ eventTime: at(0) }), login(1)]),
+      "b.json.gz": trailFile([ctRecord({ eventTime: at(5) }), login(6)]),
+      "c.json.gz": trailFile([ctRecord({ eventTime: at(50), userIdentity: { type: "Root" } })]),
+    });
+    const config = resolveConfig({
+      sources: { logs: { type: "local", path: dir } },
+      detectors: { impossible_travel: {}, atypical_country: {} },
+      sinks: { out: { type: "jsonl", path: `${tmp.path}/alerts.jsonl` } },
+    }, "/");
+    const runtime = await Runtime.create(config, {
+      store,
+      geo: staticGeoProvider({ "81.2.69.142": { country: "GB", lat: 51.5, lon: -0.1 } }),
+    });
+    // What KV holds once the second object's commit has landed (before the pass ends).
+    const seen: Record<string, unknown> = {};
+    const { source } = runtime.sources.get("logs")!;
+    source.committed = async (object) => {
+      if (!object.id.endsWith("b.json.gz")) return;
+      const get = async (key: Deno.KvKey) => (await store.kv.get(key)).value;
+      seen.key = await get(["det", "impossible_travel", "key", "AKIAEXAMPLE0000000001"]);
+      seen.user = await get(["det", "impossible_travel", "user", "111122223333", "alice"]);
+      seen.atypical = await get(["det", "atypical_country", "user", "111122223333", "alice"]);
+    };
+    await runtime.runOnce();
+    await runtime.close();
+    const minute = (m: number) => Date.parse(at(m));
+    const visits = (seen.key as { v: [number, number][] }).v;
+    assert.deepEqual(visits.map(([a, b]) => [a, b]), [[minute(0), minute(6)]]);
+    const days = (seen.user as { d: [number, number][] }).d;
+    assert.deepEqual(days.map(([, count]) => count), [2]);
+    const runs = (seen.atypical as { c: Record<string, number[][]> }).c.GB;
+    assert.deepEqual(runs.map((r) => [r[0], r[4]]), [[minute(1), minute(6)]]);
+  } finally {
+    store.close();
+    await tmp.cleanup();
+  }
+});

@@ -1,6 +1,13 @@
 import assert from "node:assert/strict";
 import { Dedupe, hash64, Hash64Set } from "../core/dedupe.ts";
-import { Commit, Lease, StateCache, StateStore } from "../core/state.ts";
+import {
+  approximateSize,
+  Commit,
+  KV_LIMITS,
+  Lease,
+  StateCache,
+  StateStore,
+} from "../core/state.ts";
 import { tempDir } from "./helpers/records.ts";
 
 Deno.test("StateCache reads through once, writes back only at flush, and namespaces detectors", async () => {
@@ -98,6 +105,29 @@ Deno.test("Commit.fits() keeps a commit inside Deno KV's limits", () => {
   assert.equal(commit.fits(20), false);
   const big = new Commit().set(["big"], "x".repeat(400_000));
   assert.equal(big.fits(1, 10), false);
+});
+
+Deno.test("approximateSize() follows the JSON size of state and alert values", () => {
+  const login = (
+    i: number,
+  ) => [1763000000000 + i, `event-${i}`, "203.0.113.7", "GB", 51.5142, -0.0931];
+  const samples: unknown[] = [
+    Array.from({ length: 40 }, (_, i) => login(i)),
+    { first: [1763000000000, "e-1"], d: [[20404, 3]], k: { "user|alice|GB|US|2026-11-18": "" } },
+    { id: "ab12", title: "Impossible travel for alice: GB → US", details: { n: [1, 2, 3] } },
+    { nested: { deeper: { deepest: ["x".repeat(500)] } }, flag: true, nothing: null },
+  ];
+  for (const value of samples) {
+    const json = JSON.stringify(value).length;
+    const size = approximateSize(value);
+    assert.ok(size >= json * 0.9 && size <= json * 1.5 + 32, `${size} vs JSON ${json}`);
+  }
+  assert.equal(approximateSize(new Uint8Array(1000)) >= 1000, true);
+  assert.equal(approximateSize("x".repeat(100)), 200);
+  // Staged sizes add up, so a commit of growing values is closed before KV's byte limit.
+  const commit = new Commit();
+  for (let i = 0; commit.fits(1, 20_000); i++) commit.set(["day", i], samples[0]);
+  assert.ok(commit.bytes <= KV_LIMITS.bytes * 0.75 && commit.bytes > KV_LIMITS.bytes * 0.7);
 });
 
 Deno.test("Lease: a second holder waits or gives up, and a lapsed lease is taken over", async () => {
