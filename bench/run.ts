@@ -19,11 +19,11 @@
  */
 
 import { parseArgs } from "node:util";
-import { gunzipSync } from "node:zlib";
 import { trailFile, writeBigObject } from "./dataset.ts";
+import { floorPass } from "./floor.ts";
+import { ingestArgs, ROOT } from "./ingest.ts";
 import { watchPeakRss } from "./rss.ts";
 
-const ROOT = new URL("../", import.meta.url).pathname.replace(/\/$/, "");
 const CACHE = `${ROOT}/.trailwatch/bench`;
 const FILES = 10;
 const PER_FILE = 20_000;
@@ -76,12 +76,7 @@ function floor(): number {
   let best = 0;
   for (let run = 0; run < Math.max(2, runs); run++) {
     const started = performance.now();
-    let events = 0;
-    for (const entry of Deno.readDirSync(`${CACHE}/files`)) {
-      const bytes = Deno.readFileSync(`${CACHE}/files/${entry.name}`);
-      const parsed = JSON.parse(new TextDecoder().decode(gunzipSync(bytes)));
-      events += parsed.Records.length;
-    }
+    const events = floorPass(`${CACHE}/files`);
     best = Math.max(best, events / ((performance.now() - started) / 1000));
   }
   return best;
@@ -94,10 +89,6 @@ interface IngestResult {
   seconds: number;
 }
 
-/** The V8 flags of the `ingest` task (deno.json), so that the bench runs what users run. */
-const V8_FLAGS = (JSON.parse(await Deno.readTextFile(`${ROOT}/deno.json`)).tasks.ingest as string)
-  .split(/\s+/).filter((arg) => arg.startsWith("--v8-flags="));
-
 /** Runs `ingest --once` over `path`; `detectors: {}` runs none (default: every default one). */
 async function ingest(
   path: string,
@@ -106,27 +97,8 @@ async function ingest(
 ): Promise<IngestResult> {
   const work = await Deno.makeTempDir({ prefix: "trailwatch-bench-" });
   try {
-    const config = {
-      sources: { bench: { type: "local", path, maxObjectBytes: 4 * 1024 ** 3 } },
-      sinks: { file: { type: "jsonl", path: `${work}/alerts.jsonl` } },
-      state: { path: `${work}/state.kv` },
-      pipeline: { workers },
-      ...(detectors ? { detectors } : {}),
-    };
-    await Deno.writeTextFile(`${work}/config.json`, JSON.stringify(config));
     const child = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        ...V8_FLAGS,
-        `${ROOT}/main.ts`,
-        "ingest",
-        "--once",
-        "--config",
-        `${work}/config.json`,
-        "--summary",
-        `${work}/summary.json`,
-      ],
+      args: await ingestArgs(work, path, workers, detectors),
       env: { TRAILWATCH_LOG: "warn", NO_COLOR: "1" },
       stdout: "null",
       stderr: "piped",

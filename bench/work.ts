@@ -1,0 +1,129 @@
+/**
+ * Work, not time: the instructions the floor and `ingest --once` retire over the benchmark's 10
+ * files, counted by Linux `perf stat -e instructions:u` (every thread of the process). On a shared
+ * VM whose speed drifts by 2× within an hour, wall-clock rates of separate runs cannot show a 5%
+ * change; instruction counts repeat within ~2%.
+ *
+ * Each process runs with V8's `--single-threaded` (added to the `ingest` task's V8 flags), so that
+ * garbage collection and compilation are counted once, on the thread that needs them, rather
+ * than as helper threads' spinning. Start-up is subtracted: each count is a run over the files
+ * minus the same run over one file of one record (module loading, the rule pack, the geo
+ * database). With decode workers the count also holds the workers' own start-up.
+ *
+ * Needs the dataset of `deno task bench` (run it once, `--quick` is enough) and `perf`.
+ *
+ * Usage: `deno run -A bench/work.ts [--runs N]` (each count: the lowest of N runs).
+ * Last line: `work: floor=<G> pipeline=<G> ratio=<R> no_detectors=<G> workers2=<G>` (billions of
+ * instructions for the 200,000 events; ratio = floor / pipeline, to set against the bench's; on
+ * two cores `workers: 2` can be at most 2 × pipeline / workers2 times as fast as one thread).
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { trailFile } from "./dataset.ts";
+import { ingestArgs, ROOT, V8_FLAGS } from "./ingest.ts";
+
+const FILES = `${ROOT}/.trailwatch/bench/files`;
+
+const { values } = parseArgs({ args: Deno.args, options: { runs: { type: "string" } } });
+const runs = Math.max(1, Number(values.runs ?? 1) || 1);
+
+const SINGLE_THREADED = V8_FLAGS.length
+  ? V8_FLAGS.map((flag) => `${flag},--single-threaded`)
+  : ["--v8-flags=--single-threaded"];
+
+/** Instructions (user space, all threads) of `deno <args>`. */
+async function instructions(args: string[]): Promise<number> {
+  const out = await Deno.makeTempFile({ prefix: "trailwatch-perf-" });
+  try {
+    const result = await new Deno.Command("perf", {
+      args: ["stat", "-x", ",", "-e", "instructions:u", "-o", out, "--", Deno.execPath(), ...args],
+      env: { TRAILWATCH_LOG: "warn", NO_COLOR: "1" },
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    if (result.code !== 0) {
+      throw new Error(
+        `deno ${args.join(" ")} exited ${result.code}: ${
+          new TextDecoder().decode(result.stderr).slice(-1000)
+        }`,
+      );
+    }
+    const line = (await Deno.readTextFile(out)).split("\n").find((l) => l.includes("instructions"));
+    const count = Number(line?.split(",")[0]);
+    if (!Number.isFinite(count)) throw new Error(`perf counted no instructions: ${line}`);
+    return count;
+  } finally {
+    await Deno.remove(out);
+  }
+}
+
+/** The lowest count of `runs` runs of what `args(folder)` gives, over the files minus one record. */
+async function work(args: (folder: string) => Promise<string[]>, one: string): Promise<number> {
+  let best = Infinity;
+  for (let i = 0; i < runs; i++) {
+    best = Math.min(
+      best,
+      await instructions(await args(FILES)) - await instructions(await args(one)),
+    );
+  }
+  return best / 1e9;
+}
+
+/** `ingest --once` with `workers` (and `detectors`) in a fresh folder per run. */
+function ingest(workers: number, detectors?: Record<string, never>) {
+  return async (folder: string) => {
+    const dir = await Deno.makeTempDir({ prefix: "trailwatch-work-" });
+    cleanup.push(dir);
+    return ingestArgs(dir, folder, workers, detectors, SINGLE_THREADED);
+  };
+}
+
+const cleanup: string[] = [];
+try {
+  await new Deno.Command("perf", { args: ["--version"], stdout: "null", stderr: "null" })
+    .output();
+} catch {
+  console.error("bench/work.ts needs Linux perf (perf stat); it was not found.");
+  Deno.exit(1);
+}
+if (!(await Deno.stat(FILES).then(() => true, () => false))) {
+  console.error(`no dataset in ${FILES}: run \`deno task bench --quick\` once first`);
+  Deno.exit(1);
+}
+const one = await Deno.makeTempDir({ prefix: "trailwatch-work-one-" });
+cleanup.push(one);
+await Deno.writeFile(`${one}/one.json.gz`, trailFile(1, 0));
+try {
+  const floor = await work(
+    (folder) =>
+      Promise.resolve(["run", "-R", ...SINGLE_THREADED, `${ROOT}/bench/floor.ts`, folder]),
+    one,
+  );
+  console.log(`floor (gunzip + JSON.parse): ${floor.toFixed(2)} G instructions`);
+  const report = (label: string, count: number) =>
+    console.log(
+      `pipeline (${label}): ${count.toFixed(2)} G instructions (floor / this: ${
+        (floor / count).toFixed(2)
+      })`,
+    );
+  const pipeline = await work(ingest(0), one);
+  report("one thread", pipeline);
+  const bare = await work(ingest(0, {}), one);
+  report("one thread, no detectors", bare);
+  const workers2 = await work(ingest(2), one);
+  // What running in parallel costs: on two cores, workers: 2 can be at most 2 / this times as fast.
+  console.log(
+    `pipeline (workers: 2, all threads): ${workers2.toFixed(2)} G instructions (${
+      (workers2 / pipeline).toFixed(2)
+    }× one thread's)`,
+  );
+  console.log(
+    `work: floor=${floor.toFixed(2)} pipeline=${pipeline.toFixed(2)} ratio=${
+      (floor / pipeline).toFixed(2)
+    } no_detectors=${bare.toFixed(2)} workers2=${workers2.toFixed(2)}`,
+  );
+} finally {
+  for (const dir of cleanup) await Deno.remove(dir, { recursive: true }).catch(() => {});
+}
