@@ -201,6 +201,9 @@ export class RecordSplitter {
   #state = S_TOP;
   /** Absolute offset of the current chunk's first byte. */
   #base = 0;
+  /** The current chunk as 32-bit words (see #run), and the index of its first byte. */
+  #words: Uint32Array | undefined;
+  #wordsBase = 0;
   #bomAt = 0;
   #inArray = false;
   #wrapper = false;
@@ -351,6 +354,12 @@ export class RecordSplitter {
   #run(b: Uint8Array): void {
     const n = b.length;
     const base = this.#base;
+    // The chunk as 32-bit words from its first 4-byte-aligned byte, for #scan's string skipping.
+    const lead = (4 - (b.byteOffset & 3)) & 3;
+    this.#wordsBase = lead;
+    this.#words = n - lead >= 16
+      ? new Uint32Array(b.buffer, b.byteOffset + lead, (n - lead) >> 2)
+      : undefined;
     let i = 0;
     this.#segStart = 0;
     scan: while (i < n) {
@@ -581,12 +590,30 @@ export class RecordSplitter {
       this.#esc = false;
       i++;
     }
+    const words = this.#words;
+    const wb = this.#wordsBase;
+    const lastWord = (n - wb) >> 2; // words wholly before n
     outer: for (;;) {
       if (inStr) {
+        // To the closing quote, skipping escapes: byte by byte to a word boundary, then four
+        // bytes at a time while none of them is a quote or a backslash.
         while (i < n) {
-          const c = b[i];
-          if (c === 0x22) break;
-          i += c === 0x5c ? 2 : 1;
+          let c = b[i];
+          while (((i - wb) & 3) !== 0 && c !== 0x22 && c !== 0x5c && ++i < n) c = b[i];
+          if (words !== undefined && i < n && ((i - wb) & 3) === 0 && c !== 0x22 && c !== 0x5c) {
+            let w = (i - wb) >> 2;
+            while (w < lastWord) {
+              const v = words[w];
+              const q = v ^ 0x22222222;
+              const e = v ^ 0x5c5c5c5c;
+              if ((((q - 0x01010101) & ~q) | ((e - 0x01010101) & ~e)) & 0x80808080) break;
+              w++;
+            }
+            i = wb + 4 * w;
+          }
+          while (i < n && (c = b[i]) !== 0x22 && c !== 0x5c) i++;
+          if (i >= n || c === 0x22) break;
+          i += 2; // a backslash and the byte it escapes
         }
         if (i >= n) {
           this.#esc = i > n;

@@ -547,6 +547,32 @@ Deno.test("decodeRecords() gives the same result whatever the chunk boundaries",
   }
 });
 
+Deno.test("decodeRecords() finds the end of long strings at every alignment, escapes included", () => {
+  const escapes = ['\\"', "\\\\", "\\u0022", "é", "😀", "\\n"];
+  const values: string[] = [];
+  for (let length = 0; length <= 40; length++) {
+    for (let at = 0; at <= length; at += 3) {
+      const escape = escapes[(length + at) % escapes.length];
+      values.push(`${"x".repeat(at)}${escape}${"y".repeat(length - at)}`);
+    }
+  }
+  const lines: string[] = [];
+  values.forEach((value, k) => lines.push(`${" ".repeat(k % 4)}{"v":"${value}","k":${k}}`));
+  const data = bytes(`[${lines.join(",")}]`);
+  const expected = JSON.parse(`[${lines.join(",")}]`);
+  const whole = decodeSplit(data, []);
+  assert.deepEqual(whole.error, undefined);
+  assert.deepEqual(records(whole.entries), expected);
+  // Chunks that start at every offset modulo 4 and end inside strings and escapes.
+  for (const step of [5, 6, 7, 64, 101]) {
+    for (let start = 1; start <= 4; start++) {
+      const cuts: number[] = [];
+      for (let cut = start; cut < data.length; cut += step) cuts.push(cut);
+      assert.deepEqual(records(decodeSplit(data, cuts).entries), expected, `step ${step}+${start}`);
+    }
+  }
+});
+
 Deno.test("decodeRecords() gives the same result whatever the gzip chunk boundaries", () => {
   const plain = bytes(SAMPLE);
   const half = plain.length >> 1;
