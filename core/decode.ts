@@ -201,9 +201,8 @@ export class RecordSplitter {
   #state = S_TOP;
   /** Absolute offset of the current chunk's first byte. */
   #base = 0;
-  /** The current chunk as 32-bit words (see #run), and the index of its first byte. */
-  #words: Uint32Array | undefined;
-  #wordsBase = 0;
+  /** The current chunk, for #scan to read four bytes at a time. */
+  #view: DataView | undefined;
   #bomAt = 0;
   #inArray = false;
   #wrapper = false;
@@ -354,12 +353,7 @@ export class RecordSplitter {
   #run(b: Uint8Array): void {
     const n = b.length;
     const base = this.#base;
-    // The chunk as 32-bit words from its first 4-byte-aligned byte, for #scan's string skipping.
-    const lead = (4 - (b.byteOffset & 3)) & 3;
-    this.#wordsBase = lead;
-    this.#words = n - lead >= 16
-      ? new Uint32Array(b.buffer, b.byteOffset + lead, (n - lead) >> 2)
-      : undefined;
+    this.#view = n >= 16 ? new DataView(b.buffer, b.byteOffset, n) : undefined;
     let i = 0;
     this.#segStart = 0;
     scan: while (i < n) {
@@ -590,27 +584,23 @@ export class RecordSplitter {
       this.#esc = false;
       i++;
     }
-    const words = this.#words;
-    const wb = this.#wordsBase;
-    const lastWord = (n - wb) >> 2; // words wholly before n
+    const view = this.#view;
     outer: for (;;) {
       if (inStr) {
-        // To the closing quote, skipping escapes: byte by byte to a word boundary, then four
-        // bytes at a time while none of them is a quote or a backslash.
+        // To the closing quote, skipping escapes: four bytes at a time while none of them is a
+        // quote or a backslash.
+        const end4 = n - 4;
         while (i < n) {
-          let c = b[i];
-          while (((i - wb) & 3) !== 0 && c !== 0x22 && c !== 0x5c && ++i < n) c = b[i];
-          if (words !== undefined && i < n && ((i - wb) & 3) === 0 && c !== 0x22 && c !== 0x5c) {
-            let w = (i - wb) >> 2;
-            while (w < lastWord) {
-              const v = words[w];
+          if (view !== undefined) {
+            while (i <= end4) {
+              const v = view.getUint32(i, true);
               const q = v ^ 0x22222222;
               const e = v ^ 0x5c5c5c5c;
               if ((((q - 0x01010101) & ~q) | ((e - 0x01010101) & ~e)) & 0x80808080) break;
-              w++;
+              i += 4;
             }
-            i = wb + 4 * w;
           }
+          let c = 0;
           while (i < n && (c = b[i]) !== 0x22 && c !== 0x5c) i++;
           if (i >= n || c === 0x22) break;
           i += 2; // a backslash and the byte it escapes
