@@ -1110,10 +1110,10 @@ export class RuleIndex {
     return list;
   }
 
-  /** The rules that match `record`, in index order. */
-  evaluate(record: CloudTrailRecord): SigmaRule[] {
+  /** The rules that match `record`, in index order (`candidates`: its candidates, if known). */
+  evaluate(record: CloudTrailRecord, candidates = this.candidates(record)): SigmaRule[] {
     const matched: SigmaRule[] = [];
-    for (const rule of this.candidates(record)) if (rule.matches(record)) matched.push(rule);
+    for (const rule of candidates) if (rule.matches(record)) matched.push(rule);
     return matched;
   }
 }

@@ -272,11 +272,11 @@ export async function createRules(
     rules,
     report,
     match(event: NormalizedEvent): AlertDraft[] | undefined {
+      const candidates = index.candidates(event.raw);
+      if (candidates.length === 0) return undefined;
       // Rules may read any field: parse deferred payloads for the events some rule may match.
-      if (hasDeferred(event.raw) && index.candidates(event.raw).length > 0) {
-        materialize(event.raw);
-      }
-      const matched = index.evaluate(event.raw);
+      if (hasDeferred(event.raw)) materialize(event.raw);
+      const matched = index.evaluate(event.raw, candidates);
       if (matched.length === 0) return undefined;
       const record = matchedRecord(event.raw, event.event_id);
       return matched.map((rule) => ({
