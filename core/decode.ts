@@ -596,17 +596,23 @@ export class RecordSplitter {
         // quote or a backslash.
         const end4 = n - 4;
         while (i < n) {
+          let c = -1;
           if (view !== undefined) {
             while (i <= end4) {
               const v = view.getUint32(i, true);
               const q = v ^ 0x22222222;
               const e = v ^ 0x5c5c5c5c;
-              if ((((q - 0x01010101) & ~q) | ((e - 0x01010101) & ~e)) & 0x80808080) break;
+              const hit = (((q - 0x01010101) & ~q) | ((e - 0x01010101) & ~e)) & 0x80808080;
+              if (hit !== 0) {
+                // The lowest flagged byte is the first quote or backslash (little-endian).
+                i += (31 - Math.clz32(hit & -hit)) >> 3;
+                c = b[i];
+                break;
+              }
               i += 4;
             }
           }
-          let c = 0;
-          while (i < n && (c = b[i]) !== 0x22 && c !== 0x5c) i++;
+          if (c < 0) { while (i < n && (c = b[i]) !== 0x22 && c !== 0x5c) i++; }
           if (i >= n || c === 0x22) break;
           i += 2; // a backslash and the byte it escapes
         }
