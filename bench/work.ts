@@ -2,7 +2,7 @@
  * Work, not time: the instructions the floor and `ingest --once` retire over the benchmark's 10
  * files, counted by Linux `perf stat -e instructions:u` (every thread of the process). On a shared
  * VM whose speed drifts by 2× within an hour, wall-clock rates of separate runs cannot show a 5%
- * change; instruction counts repeat within ~2%.
+ * change; instruction counts repeat within ~3%.
  *
  * Each process runs with V8's `--single-threaded` (added to the `ingest` task's V8 flags), so that
  * garbage collection and compilation are counted once, on the thread that needs them, rather
