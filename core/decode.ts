@@ -256,6 +256,8 @@ export class RecordSplitter {
   #openAt = 0;
   /** The record's deferred values: key index, start, end (absolute offsets). */
   readonly #deferSpans: number[] = [];
+  /** Numbers in use in #deferSpans (reset by count: truncating the array would free its store). */
+  #deferCount = 0;
 
   /** The last bytes of the stream before the current chunk (for keys split across chunks). */
   readonly #tail: Uint8Array;
@@ -426,7 +428,7 @@ export class RecordSplitter {
             // `"Records":` at depth 1: this object is a wrapper, not a record.
             this.#carryLen = 0;
             this.#oversize = false;
-            this.#deferSpans.length = 0;
+            this.#deferCount = 0;
             this.#openKey = -1;
             this.#pendingKey = -1;
             this.#state = S_RECORDS_VALUE;
@@ -491,7 +493,7 @@ export class RecordSplitter {
     this.#esc = false;
     this.#pendingKey = -1;
     this.#openKey = -1;
-    this.#deferSpans.length = 0;
+    this.#deferCount = 0;
     if (c === 0x22) {
       this.#inStr = true;
       this.#depth = 0;
@@ -666,7 +668,10 @@ export class RecordSplitter {
           if (depth === 1 && this.#openKey >= 0) {
             // Shorter than `null` (an empty `{}` or `[]`): parsed with the record.
             if (this.#base + i - this.#openAt >= NULL_BYTES.length) {
-              this.#deferSpans.push(this.#openKey, this.#openAt, this.#base + i);
+              const spans = this.#deferSpans;
+              spans[this.#deferCount++] = this.#openKey;
+              spans[this.#deferCount++] = this.#openAt;
+              spans[this.#deferCount++] = this.#base + i;
             }
             this.#openKey = -1;
           }
@@ -740,12 +745,13 @@ export class RecordSplitter {
     at += e - s;
     let deferred: number[] | undefined;
     const spans = this.#deferSpans;
-    if (spans.length > 0) {
+    const count = this.#deferCount;
+    if (count > 0) {
       // Move the deferred values to #payloads (each leaves `null`).
       deferred = [];
       const shift = start - offset; // absolute offset → index in scratch
       let write = shift + spans[1];
-      for (let k = 0; k < spans.length; k += 3) {
+      for (let k = 0; k < count; k += 3) {
         const from = shift + spans[k + 1];
         const to = shift + spans[k + 2];
         let p = this.#payloadsLen;
@@ -759,12 +765,12 @@ export class RecordSplitter {
         this.#payloadsLen = p;
         scratch.set(NULL_BYTES, write);
         write += NULL_BYTES.length;
-        const until = k + 3 < spans.length ? shift + spans[k + 4] : at;
+        const until = k + 3 < count ? shift + spans[k + 4] : at;
         scratch.copyWithin(write, to, until);
         write += until - to;
       }
       at = write;
-      spans.length = 0;
+      this.#deferCount = 0;
     }
     this.#scratchLen = at;
     this.#spans.push(start, at);
