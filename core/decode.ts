@@ -234,9 +234,14 @@ export class RecordSplitter {
   // Complete records waiting for one JSON.parse: `[rec,rec,…]` in #scratch.
   #scratch = new Uint8Array(64 * 1024);
   #scratchLen = 0;
+  /**
+   * Records queued: their spans in #scratch (two numbers each), their slots in #out and their
+   * deferred payloads (key index, start, end in #payloads, or undefined). The arrays are reused
+   * from batch to batch: truncating them would free and regrow their stores every batch.
+   */
+  #queued = 0;
   readonly #spans: number[] = [];
   readonly #slots: number[] = [];
-  /** Per queued record, its deferred payloads (key index, start, end in #payloads) or undefined. */
   readonly #slotDeferred: (number[] | undefined)[] = [];
   /** The deferred payloads of the queued records, one after the other. */
   #payloads = new Uint8Array(64 * 1024);
@@ -773,9 +778,11 @@ export class RecordSplitter {
       this.#deferCount = 0;
     }
     this.#scratchLen = at;
-    this.#spans.push(start, at);
-    this.#slotDeferred.push(deferred);
-    this.#slots.push(this.#out.length);
+    const q = this.#queued++;
+    this.#spans[2 * q] = start;
+    this.#spans[2 * q + 1] = at;
+    this.#slotDeferred[q] = deferred;
+    this.#slots[q] = this.#out.length;
     this.#out.push({ record: UNPARSED, offset });
     if (at >= BATCH_BYTES) this.#flush();
   }
@@ -783,14 +790,15 @@ export class RecordSplitter {
   /** The deferred payloads of the queued records as texts (empties #payloads). */
   #deferredTexts(): (Deferred | undefined)[] {
     const slots = this.#slotDeferred;
-    const out: (Deferred | undefined)[] = new Array(slots.length);
+    const count = this.#queued;
+    const out: (Deferred | undefined)[] = new Array(count);
     const length = this.#payloadsLen;
     if (length > 0) {
       const bytes = this.#payloads;
       // One decode for the batch; its offsets are the byte offsets when it is all ASCII.
       const all = this.#decoder.decode(bytes.subarray(0, length));
       const ascii = all.length === length;
-      for (let k = 0; k < slots.length; k++) {
+      for (let k = 0; k < count; k++) {
         const spans = slots[k];
         if (spans === undefined) continue;
         const texts: Deferred = [];
@@ -807,14 +815,14 @@ export class RecordSplitter {
       this.#payloadsLen = 0;
       if (bytes.length > 4 * BATCH_BYTES) this.#payloads = new Uint8Array(64 * 1024);
     }
-    slots.length = 0;
+    slots.fill(undefined, 0, count);
     return out;
   }
 
   /** Parses the queued records with one JSON.parse, or one by one if that fails. */
   #flush(): void {
     const slots = this.#slots;
-    const count = slots.length;
+    const count = this.#queued;
     if (count === 0) return;
     const out = this.#out as Slot[];
     const scratch = this.#scratch;
@@ -853,8 +861,7 @@ export class RecordSplitter {
       }
     }
     this.#scratchLen = 0;
-    this.#spans.length = 0;
-    slots.length = 0;
+    this.#queued = 0;
     if (scratch.length > 4 * BATCH_BYTES) this.#scratch = new Uint8Array(64 * 1024);
   }
 }
