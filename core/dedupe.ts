@@ -184,7 +184,12 @@ export class Dedupe {
     const hour = Math.floor(time / HOUR_MS);
     const bucket = this.#buckets.get(hour);
     if (bucket) return this.#checkIn(bucket, id, account);
-    return this.#load(hour).then((loaded) => this.#checkIn(loaded, id, account));
+    return this.#checkLoaded(hour, id, account);
+  }
+
+  // Not a closure in check(): V8 would allocate its context on every call.
+  async #checkLoaded(hour: number, id: string, account: string | undefined): Promise<boolean> {
+    return this.#checkIn(await this.#load(hour), id, account);
   }
 
   #checkIn(bucket: Bucket, id: string, account: string | undefined): boolean {

@@ -828,8 +828,8 @@ export class Runtime {
     return this.#newEvent(state, event, drafts, duplicate);
   }
 
-  // The continuations of the per-event path (#afterDedupe, #afterGeo, #afterDetector) are
-  // methods of their own: a closure in a method makes V8 allocate a context for its captured
+  // The continuations of the per-event path (#afterDedupe, #afterGeo, #afterDetector,
+  // #afterAlertHooks) are methods of their own: a closure in a method makes V8 allocate a context for its captured
   // variables at every call, taken or not — for #runDetectors, ~1 KB per event.
 
   #afterDedupe(
@@ -901,7 +901,15 @@ export class Runtime {
         failed = this.#detectorFailed(detector, event, error);
       }
     }
-    if (state.queue.length) return this.#drainAlertHooks(state).then(() => failed);
+    if (state.queue.length) return this.#afterAlertHooks(state, failed);
+    return failed;
+  }
+
+  async #afterAlertHooks(
+    state: PassState,
+    failed: string | undefined,
+  ): Promise<string | undefined> {
+    await this.#drainAlertHooks(state);
     return failed;
   }
 
