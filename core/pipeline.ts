@@ -724,7 +724,9 @@ export class Runtime {
         for await (const batch of batches) {
           if (this.#prefetchers.length) await this.#prefetch(state, batch);
           let sinceTurn = 0;
-          for (const item of batch) {
+          // Indexed: a for-of here allocated an iterator result per record.
+          for (let k = 0; k < batch.length; k++) {
+            const item = batch[k];
             // With decode workers, give the event loop a turn now and then: the workers' input
             // is read and handed over from here, and a long batch would starve them.
             if (job && ++sinceTurn === TURN_EVERY) {

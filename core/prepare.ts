@@ -75,7 +75,10 @@ export class Preparer {
     }
     let drafts: [number, AlertDraft][] | undefined;
     let failure: string | undefined;
-    for (const [i, detector] of this.#matchers) {
+    const matchers = this.#matchers;
+    // Indexed: a for-of with destructuring here allocated for every record.
+    for (let m = 0; m < matchers.length; m++) {
+      const [i, detector] = matchers[m];
       try {
         const found = detector.match!(event);
         if (found) { for (const draft of found) (drafts ??= []).push([i, draft]); }

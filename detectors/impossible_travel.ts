@@ -260,7 +260,9 @@ const NO_PAIRS: Pair[] = [];
 export function visitNeighbours(visits: readonly Visit[], x: End, gap: number): Pair[] | undefined {
   let elsewhere = false;
   let last: Visit | undefined;
-  for (const v of visits) {
+  // Indexed loops: this runs for most API calls, and a for-of allocated here.
+  for (let i = 0; i < visits.length; i++) {
+    const v = visits[i];
     if (!last || before(last[1], last[5], v[1], v[5])) last = v;
     if (v[7] !== x.la || v[8] !== x.lo || v[6] !== x.c) {
       elsewhere = true;
@@ -281,7 +283,8 @@ export function visitNeighbours(visits: readonly Visit[], x: End, gap: number): 
   const prev = new Map<string, End>();
   const next = new Map<string, End>();
   const inside = new Map<string, Visit>();
-  for (const v of visits) {
+  for (let i = 0; i < visits.length; i++) {
+    const v = visits[i];
     const startsBefore = before(v[0], v[3], x.t, x.id);
     const endsAfter = before(x.t, x.id, v[1], v[5]);
     if (v[7] === x.la && v[8] === x.lo && v[6] === x.c) {
