@@ -831,8 +831,8 @@ export class Runtime {
   }
 
   // The continuations of the per-event path (#afterDedupe, #afterGeo, #afterDetector,
-  // #afterAlertHooks) are methods of their own: a closure in a method makes V8 allocate a context for its captured
-  // variables at every call, taken or not — for #runDetectors, ~1 KB per event.
+  // #afterAlertHooks) are methods of their own: a closure in a method makes V8 allocate a context
+  // for its captured variables at every call, taken or not — for #runDetectors, ~1 KB per event.
 
   #afterDedupe(
     state: PassState,
