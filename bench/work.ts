@@ -71,6 +71,9 @@ async function work(args: (folder: string) => Promise<string[]>, one: string): P
   return best / 1e9;
 }
 
+/** Temporary folders, removed at the end. */
+const cleanup: string[] = [];
+
 /** `ingest --once` with `workers` (and `detectors`) in a fresh folder per run. */
 function ingest(workers: number, detectors?: Record<string, never>) {
   return async (folder: string) => {
@@ -80,7 +83,6 @@ function ingest(workers: number, detectors?: Record<string, never>) {
   };
 }
 
-const cleanup: string[] = [];
 try {
   await new Deno.Command("perf", { args: ["--version"], stdout: "null", stderr: "null" })
     .output();
