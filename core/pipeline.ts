@@ -520,11 +520,13 @@ export class Runtime {
       const starting = this.#decodePool();
       await source.preflight?.();
       // Objects are taken in order; until the workers are up, this thread decodes them itself.
+      // When they come up in the middle of an object, they start on the next ones at once.
       const workers = this.#workers;
       const objects = source.objects(run)[Symbol.asyncIterator]();
       try {
         let exhausted = false;
         let handOver: SourceObject | undefined;
+        let head: Promise<void> | undefined;
         while (!controller.signal.aborted && !workers.pool) {
           if (workers.failed) await starting; // throws why the workers did not start
           const next = await objects.next();
@@ -533,11 +535,22 @@ export class Runtime {
             break;
           }
           if (workers.pool) handOver = next.value;
-          else await this.#object(state, next.value);
+          else if (!starting) await this.#object(state, next.value);
+          else {
+            head = this.#object(state, next.value);
+            const up = await Promise.race([
+              head.then(() => false),
+              starting.then(() => true, () => false),
+            ]);
+            if (!up) {
+              await head;
+              head = undefined;
+            }
+          }
         }
         if (workers.pool && !exhausted && !controller.signal.aborted) {
-          await this.#objectsAhead(state, objects, handOver, controller.signal, workers.pool);
-        }
+          await this.#objectsAhead(state, objects, handOver, controller.signal, workers.pool, head);
+        } else await head;
       } finally {
         await objects.return?.();
       }
@@ -595,7 +608,8 @@ export class Runtime {
    * decoded while the object before it is consumed; objects are still consumed and committed in
    * the order the source gave them. Objects pulled ahead but not consumed (the pass stopped) are
    * simply not checkpointed, so the source offers them again. `first`: an object already taken
-   * from `iterator`, to start with.
+   * from `iterator`, to start with. `head`: an object this thread is still consuming, which the
+   * objects ahead wait for.
    */
   async #objectsAhead(
     state: PassState,
@@ -603,6 +617,7 @@ export class Runtime {
     first: SourceObject | undefined,
     signal: AbortSignal,
     pool: DecodePool,
+    head?: Promise<void>,
   ): Promise<void> {
     const ahead: { object: SourceObject; job?: DecodeJob }[] = [];
     let exhausted = false;
@@ -625,7 +640,13 @@ export class Runtime {
       }
     };
     try {
-      await fill();
+      const filling = fill();
+      // The objects ahead are decoding while this thread finishes the one it had started.
+      await head?.catch(async (error) => {
+        await filling.catch(() => {});
+        throw error;
+      });
+      await filling;
       while (ahead.length > 0) {
         const { object, job } = ahead.shift()!;
         const filling = fill();

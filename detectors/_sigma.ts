@@ -16,6 +16,7 @@
  */
 
 import YAML from "yaml";
+import { DEFERRED_PAYLOADS, materialize } from "../core/decode.ts";
 import type { CloudTrailRecord, Severity } from "../core/types.ts";
 import { IpSet } from "../mapping/ip.ts";
 import { FORBIDDEN_SEGMENTS } from "../mapping/custom_mapping.ts";
@@ -754,15 +755,42 @@ function compileSelection(name: string, value: unknown): CompiledSelection {
   unsupported(`selection "${name}" is not a map or a list`);
 }
 
+/**
+ * The record's top-level keys that the decoder may have deferred ({@link DEFERRED_PAYLOADS}): a
+ * test that reads one parses the record's deferred payloads first, so events whose candidate
+ * rules are decided by other fields never parse them.
+ */
+const PAYLOAD_KEYS: ReadonlySet<string> = new Set(DEFERRED_PAYLOADS);
+
+/** Whether testing `field|modifiers: value` reads a deferred payload. */
+function readsPayload(key: string, value: unknown): boolean {
+  const [field, ...modifiers] = key.split("|");
+  if (PAYLOAD_KEYS.has(field.split(".")[0])) return true;
+  if (!modifiers.includes("fieldref")) return false;
+  const others = Array.isArray(value) ? value : [value];
+  return others.some((other) => PAYLOAD_KEYS.has(String(other).split(".")[0]));
+}
+
+/** `test`, after parsing the record's deferred payloads (if any). */
+function withPayloads(test: Predicate): Predicate {
+  return (record) => {
+    materialize(record);
+    return test(record);
+  };
+}
+
 function compileMapSelection(name: string, map: Record<string, unknown>): CompiledSelection {
   const entries = Object.entries(map);
   if (entries.length === 0) unsupported(`selection "${name}" is empty`);
-  const fields = entries.map(([key, value]) => compileField(key, value));
-  // AND is order-free: test the cheap, selective fields first.
-  const costs = new Map(entries.map(([key]) => [key.split("|")[0], fieldCost(key)]));
-  const tests = [...fields].sort((a, b) => costs.get(a.field)! - costs.get(b.field)!).map((field) =>
-    field.test
-  );
+  const fields = entries.map(([key, value]) => {
+    const field = compileField(key, value);
+    const payload = readsPayload(key, value);
+    // AND is order-free: the cheap, selective fields are tested first, and payloads (which are
+    // parsed for it) last.
+    const cost = fieldCost(key) + (payload ? 4 : 0);
+    return { ...field, test: payload ? withPayloads(field.test) : field.test, cost };
+  });
+  const tests = [...fields].sort((a, b) => a.cost - b.cost).map((field) => field.test);
   let eventNames: Set<string> | null = null;
   let eventSources: Set<string> | null = null;
   for (const field of fields) {
@@ -802,7 +830,7 @@ function compileKeywords(name: string, values: unknown[]): CompiledSelection {
     return tests.some((test) => test(text, lower));
   };
   return {
-    test: (record) => someDeep(record, leaf, 0),
+    test: withPayloads((record) => someDeep(record, leaf, 0)),
     eventNames: null,
     eventSources: null,
   };

@@ -13,7 +13,7 @@
  */
 
 import { isAbsolute, join, resolve } from "node:path";
-import { hasDeferred, materialize } from "../core/decode.ts";
+import { materialize } from "../core/decode.ts";
 import { ConfigError } from "../core/errors.ts";
 import { log } from "../core/log.ts";
 import type { AlertDraft, CloudTrailRecord, NormalizedEvent } from "../core/types.ts";
@@ -274,10 +274,11 @@ export async function createRules(
     match(event: NormalizedEvent): AlertDraft[] | undefined {
       const candidates = index.candidates(event.raw);
       if (candidates.length === 0) return undefined;
-      // Rules may read any field: parse deferred payloads for the events some rule may match.
-      if (hasDeferred(event.raw)) materialize(event.raw);
+      // A rule's test parses the deferred payloads only if it reads them.
       const matched = index.evaluate(event.raw, candidates);
       if (matched.length === 0) return undefined;
+      // The alert shows the whole record.
+      materialize(event.raw);
       return drafts(matched, matchedRecord(event.raw, event.event_id));
     },
   };

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import YAML from "yaml";
+import { DEFERRED_PAYLOADS, hasDeferred, RecordSplitter } from "../core/decode.ts";
 import { ConfigError } from "../core/errors.ts";
 import { captureLog } from "../core/log.ts";
 import type { CloudTrailRecord, NormalizedEvent } from "../core/types.ts";
@@ -1056,4 +1057,76 @@ Deno.test("rules: the MFAUsed rule matches a normalized console login end to end
     additionalEventData: { MFAUsed: "NO" },
   }));
   assert.deepEqual(alerts?.map((a) => a.key), [CONSOLE_LOGIN_NO_MFA_RULE_ID]);
+});
+
+Deno.test("rules parse deferred payloads only when a test reads them, after the other fields", () => {
+  const decode = (record: Record<string, unknown>) => {
+    const splitter = new RecordSplitter("t.json", { defer: DEFERRED_PAYLOADS });
+    const [item] = splitter.push(new TextEncoder().encode(JSON.stringify({ Records: [record] })));
+    assert.ok(item.record && hasDeferred(item.record));
+    return item.record;
+  };
+  const call = {
+    eventName: "CreateFunctionUrlConfig",
+    eventSource: "lambda.amazonaws.com",
+    userIdentity: { type: "IAMUser" },
+    requestParameters: { authType: "NONE" },
+  };
+  const payload = rule({
+    selection: { eventName: "CreateFunctionUrlConfig", "requestParameters.authType": "NONE" },
+    condition: "selection",
+  });
+  const byIdentity = rule({
+    selection: { "requestParameters.authType": "NONE", "userIdentity.type": "Root" },
+    condition: "selection",
+  });
+  const identityOnly = rule({ selection: { "userIdentity.type": "Root" }, condition: "selection" });
+  const keyword = rule({ keywords: ["none"], condition: "keywords" });
+
+  // Decided by fields outside the payloads: the payloads stay unparsed.
+  const record = decode(call);
+  assert.equal(identityOnly.matches(record), false);
+  // The payload field comes first in the rule but is tested last.
+  assert.equal(byIdentity.matches(record), false);
+  assert.equal(hasDeferred(record), true);
+  assert.equal(record.requestParameters, null);
+  // A test that reads a payload parses it.
+  assert.equal(payload.matches(record), true);
+  assert.equal(hasDeferred(record), false);
+  assert.deepEqual(record.requestParameters, { authType: "NONE" });
+  // Keywords search the whole record, payloads included.
+  assert.equal(keyword.matches(decode(call)), true);
+  // fieldref through a payload.
+  const ref = rule({
+    selection: { "userIdentity.type|fieldref": "requestParameters.type" },
+    condition: "selection",
+  });
+  assert.equal(ref.matches(decode({ ...call, requestParameters: { type: "IAMUser" } })), true);
+});
+
+Deno.test("a rules alert shows the whole record, payloads parsed, though no test read them", async () => {
+  const { dir, cleanup } = await tempRules({
+    "stop.yml": ruleYaml(
+      "55555555-0000-4000-8000-000000000009",
+      "Trail stopped",
+      "s:\n  eventName: StopLogging\ncondition: s",
+    ),
+  });
+  try {
+    const { result: detector } = await withLog(() =>
+      createRules({ builtin: false, paths: [dir] }, { name: "r", baseDir: "/" })
+    );
+    const splitter = new RecordSplitter("t.json", { defer: DEFERRED_PAYLOADS });
+    const stop = {
+      eventName: "StopLogging",
+      eventSource: "cloudtrail.amazonaws.com",
+      requestParameters: { name: "org-trail" },
+    };
+    const [item] = splitter.push(new TextEncoder().encode(JSON.stringify({ Records: [stop] })));
+    const [alert] = detector.match!(event(item.record!))!;
+    const matched = alert.details?.matched as Record<string, unknown>;
+    assert.deepEqual(matched.requestParameters, { name: "org-trail" });
+  } finally {
+    await cleanup();
+  }
 });

@@ -157,6 +157,77 @@ Deno.test("decode workers give the same events, failures and alerts as the main 
   }
 });
 
+Deno.test("workers that come up while this thread decodes an object start on the next ones at once", async () => {
+  const tmp = await tempDir();
+  try {
+    const dir = `${tmp.path}/logs`;
+    await writeFiles(dir, {
+      "a.json.gz": trailFile([rootLogin(), rootLogin()]),
+      "b.json.gz": trailFile([rootLogin()]),
+      "c.json.gz": trailFile([rootLogin()]),
+    });
+    const config = resolveConfig({
+      sources: { logs: { type: "local", path: dir } },
+      detectors: { root_activity: {} },
+      sinks: { out: { type: "jsonl", path: `${tmp.path}/alerts.jsonl` } },
+      pipeline: { workers: 1 },
+    }, "/");
+    const store = await StateStore.open(":memory:");
+    // Not warmed up: the pass starts on a.json.gz here while the worker is starting.
+    const runtime = await Runtime.create(config, { store, geo: staticGeoProvider({}) });
+    try {
+      const opened: string[] = [];
+      let bOpened = () => {};
+      const bWasOpened = new Promise<void>((resolve) => (bOpened = resolve));
+      const source = runtime.sources.get("logs")!.source;
+      const objects = source.objects.bind(source);
+      const checkpoint = source.checkpoint.bind(source);
+      source.checkpoint = (object, commit, failure) =>
+        checkpoint({ ...object, path: object.id }, commit, failure);
+      source.objects = async function* (run) {
+        for await (const object of objects(run)) {
+          const name = object.id.split("/").pop()!;
+          // Streamed (no path), so opening is seen; a.json.gz ends only once b.json.gz was opened
+          // (or after 5 s: then the worker waited for this thread's object).
+          yield {
+            ...object,
+            path: undefined,
+            open: async () => {
+              opened.push(name);
+              if (name === "b.json.gz") bOpened();
+              const bytes = await Deno.readFile(object.id);
+              return new ReadableStream<Uint8Array>({
+                async start(controller) {
+                  controller.enqueue(bytes);
+                  if (name === "a.json.gz") {
+                    let timer: ReturnType<typeof setTimeout> | undefined;
+                    await Promise.race([
+                      bWasOpened,
+                      new Promise((resolve) => (timer = setTimeout(resolve, 5000))),
+                    ]);
+                    clearTimeout(timer);
+                    opened.push("a.json.gz read");
+                  }
+                  controller.close();
+                },
+              });
+            },
+          };
+        }
+      };
+      const summary = await runtime.pass("logs");
+      assert.equal(summary.objects_read, 3);
+      assert.equal(summary.events, 4);
+      assert.deepEqual(opened, ["a.json.gz", "b.json.gz", "a.json.gz read", "c.json.gz"]);
+    } finally {
+      await runtime.close();
+      store.close();
+    }
+  } finally {
+    await tmp.cleanup();
+  }
+});
+
 Deno.test("a decode worker that cannot read a local file fails that object, not the pass", async () => {
   const tmp = await tempDir();
   try {
