@@ -11,9 +11,13 @@
  *    thread with no detectors: what decoding, normalizing, dedupe and the commits cost alone).
  * 5. Peak RSS (VmHWM) of `ingest --once` on the big object and on the 100 MB object.
  *
+ * Steps 2–4 run in rounds (floor, pipeline, workers2, back to back), so that each round's ratios
+ * compare runs made at about the same machine speed: on a shared VM the speed drifts by up to 2×
+ * within minutes. The last line gives the round whose pipeline/floor ratio is the median.
+ *
  * Last line: `bench: floor=<N> ev/s pipeline=<N> ev/s ratio=<R> workers2=<N> ev/s rss_big=<N> MB rss_small=<N> MB`.
  *
- * Flags: `--quick` (skip the big object), `--runs N` (repeat throughput runs, keep the best).
+ * Flags: `--quick` (skip the big object), `--runs N` (rounds, default 5).
  *
  * @module
  */
@@ -32,9 +36,9 @@ const SMALL_BYTES = 100_000_000;
 
 const { values } = parseArgs({
   args: Deno.args,
-  options: { quick: { type: "boolean", default: false }, runs: { type: "string", default: "1" } },
+  options: { quick: { type: "boolean", default: false }, runs: { type: "string", default: "5" } },
 });
-const runs = Math.max(1, Number(values.runs) || 1);
+const runs = Math.max(1, Number(values.runs) || 5);
 
 async function exists(path: string): Promise<boolean> {
   return await Deno.stat(path).then(() => true, () => false);
@@ -72,14 +76,11 @@ async function prepare(): Promise<void> {
   }
 }
 
+/** One timed floor pass over the 10 files, in events/s. */
 function floor(): number {
-  let best = 0;
-  for (let run = 0; run < Math.max(2, runs); run++) {
-    const started = performance.now();
-    const events = floorPass(`${CACHE}/files`);
-    best = Math.max(best, events / ((performance.now() - started) / 1000));
-  }
-  return best;
+  const started = performance.now();
+  const events = floorPass(`${CACHE}/files`);
+  return events / ((performance.now() - started) / 1000);
 }
 
 interface IngestResult {
@@ -123,25 +124,8 @@ async function ingest(
   }
 }
 
-async function best(
-  path: string,
-  workers: number,
-  detectors?: Record<string, never>,
-): Promise<IngestResult> {
-  let top: IngestResult | undefined;
-  for (let i = 0; i < runs; i++) {
-    const result = await ingest(path, workers, detectors);
-    if (!top || result.eventsPerSecond > top.eventsPerSecond) top = result;
-  }
-  return top!;
-}
-
 await prepare();
-const floorRate = floor();
-console.log(
-  `floor (gunzip + JSON.parse, ${FILES * PER_FILE} records): ${Math.round(floorRate)} events/s`,
-);
-const pipeline = await best(`${CACHE}/files`, 0);
+floor(); // warm-up: the first pass also grows the heap
 function report(label: string, result: IngestResult): void {
   console.log(
     `pipeline (${label}): ${
@@ -151,13 +135,32 @@ function report(label: string, result: IngestResult): void {
     } MB)`,
   );
 }
+const rounds: { floor: number; pipeline: IngestResult; workers2: IngestResult }[] = [];
+for (let round = 1; round <= runs; round++) {
+  const floorRate = floor();
+  const pipeline = await ingest(`${CACHE}/files`, 0);
+  const workers2 = await ingest(`${CACHE}/files`, 2);
+  rounds.push({ floor: floorRate, pipeline, workers2 });
+  console.log(
+    `round ${round}: floor ${Math.round(floorRate)} events/s, pipeline ${
+      Math.round(pipeline.eventsPerSecond)
+    } (ratio ${(pipeline.eventsPerSecond / floorRate).toFixed(2)}), workers: 2 ${
+      Math.round(workers2.eventsPerSecond)
+    } (${(workers2.eventsPerSecond / pipeline.eventsPerSecond).toFixed(2)}× one thread)`,
+  );
+}
+rounds.sort((a, b) => a.pipeline.eventsPerSecond / a.floor - b.pipeline.eventsPerSecond / b.floor);
+const { floor: floorRate, pipeline, workers2 } = rounds[(rounds.length - 1) >> 1];
+console.log(
+  `floor (gunzip + JSON.parse, ${FILES * PER_FILE} records, median round): ${
+    Math.round(floorRate)
+  } events/s`,
+);
 report("one thread", pipeline);
-// For the record: one decode worker beside the main thread (not part of the last line).
-report("workers: 1", await best(`${CACHE}/files`, 1));
-const workers2 = await best(`${CACHE}/files`, 2);
 report("workers: 2", workers2);
-// For the record: the same single thread without any detector.
-report("one thread, no detectors", await best(`${CACHE}/files`, 0, {}));
+// For the record: one decode worker beside the main thread, and one thread without any detector.
+report("workers: 1", await ingest(`${CACHE}/files`, 1));
+report("one thread, no detectors", await ingest(`${CACHE}/files`, 0, {}));
 const small = await ingest(`${CACHE}/small`, 0);
 console.log(`100 MB object: ${small.events} events, peak RSS ${small.peakRssMb.toFixed(0)} MB`);
 let big: IngestResult | undefined;

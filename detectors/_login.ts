@@ -250,14 +250,15 @@ export class LoginPolicy {
     this.#ignoreMobile = opts.ignoreMobile;
   }
 
-  /** Whether `event` is a successful login. */
-  isLogin(event: NormalizedEvent): boolean {
-    return this.#events.has(event.event_name) && event.outcome === "success";
-  }
-
-  /** Whether `event` is a failed login (counted in the profile, not treated as a login). */
-  isFailedLogin(event: NormalizedEvent): boolean {
-    return this.#events.has(event.event_name) && event.outcome === "failure";
+  /**
+   * `true` for a successful login, `false` for a failed one (counted in the profile, never
+   * treated as a login), undefined for any other event (one set lookup: this runs for every
+   * event, in every login detector).
+   */
+  loginOutcome(event: NormalizedEvent): boolean | undefined {
+    if (!this.#events.has(event.event_name)) return undefined;
+    const outcome = event.outcome;
+    return outcome === "success" ? true : outcome === "failure" ? false : undefined;
   }
 
   /** The user filter that stops alerts about `user` (`vipOnly`, `enabledUsers`, `ignoredUsers`). */
@@ -340,13 +341,13 @@ export class LoginPolicy {
       name: this.name,
       type,
       prefetch: (event) => {
-        if (!this.isLogin(event) && !this.isFailedLogin(event)) return undefined;
+        if (this.loginOutcome(event) === undefined) return undefined;
         const { account, user } = subjectOf(event);
         return ["user", account, user];
       },
       detect: (event, context) => {
-        const login = this.isLogin(event);
-        if (!login && !this.isFailedLogin(event)) return undefined;
+        const login = this.loginOutcome(event);
+        if (login === undefined) return undefined;
         return handle(event, context, login);
       },
     };
@@ -522,22 +523,4 @@ export function subjectOf(event: NormalizedEvent): Subject {
 export function keyAccountOf(event: NormalizedEvent): string {
   const account = event.user_arn?.split(":")[4];
   return account || event.account_id || "";
-}
-
-/** The location fields of an event, when it has coordinates. */
-export interface Place {
-  /** Country code ("" when unknown). */
-  country: string;
-  /** City ("" when unknown). */
-  city: string;
-  /** Latitude. */
-  lat: number;
-  /** Longitude. */
-  lon: number;
-}
-
-/** The event's GeoIP location, when the pipeline found coordinates for its IP. */
-export function placeOf(event: NormalizedEvent): Place | undefined {
-  if (event.lat === undefined || event.lon === undefined || !event.ip) return undefined;
-  return { country: event.country ?? "", city: event.city ?? "", lat: event.lat, lon: event.lon };
 }

@@ -43,7 +43,6 @@ import {
   type LoginOptions,
   LoginPolicy,
   MAX_LOGINS_LIMIT,
-  placeOf,
   type ProfileBase,
   subjectOf,
   utcDay,
@@ -364,7 +363,8 @@ export function createImpossibleTravel(
 ): Detector {
   const opts = { ...defaults, ...options };
   const policy = new LoginPolicy(opts, init.name);
-  const scopes = new Set(opts.scopes);
+  const byUser = opts.scopes.includes("user");
+  const byKey = opts.scopes.includes("access_key");
   const minKm = opts.minDistanceKm;
   const maxKmh = opts.maxSpeedKmh;
   // Calls of a visit are at most `gap` apart, so a call at another place (> minKm away) within
@@ -488,16 +488,16 @@ export function createImpossibleTravel(
   function pointOf(event: NormalizedEvent, ip: string): Point | undefined {
     // The pipeline gives places to public IPs only (private, reserved and non-IP sources have
     // none), unless a custom mapping sets them on purpose.
-    const where = placeOf(event);
-    if (!where) return undefined;
+    const { lat, lon } = event;
+    if (lat === undefined || lon === undefined) return undefined;
     return {
       t: event.time,
       id: event.event_id,
       ip,
-      c: where.country,
-      y: where.city,
-      la: where.lat,
-      lo: where.lon,
+      c: event.country ?? "",
+      y: event.city ?? "",
+      la: lat,
+      lo: lon,
       f: policy.loginFilter(ip, event.agent) ?? "",
     };
   }
@@ -719,10 +719,10 @@ export function createImpossibleTravel(
     name: init.name,
     type: "impossible_travel",
     prefetch(event: NormalizedEvent): Deno.KvKey | undefined {
-      if (event.access_key_id && event.ip && scopes.has("access_key") && !event.invoked_by) {
+      if (event.access_key_id && event.ip && byKey && !event.invoked_by) {
         return ["key", event.access_key_id];
       }
-      if (scopes.has("user") && (policy.isLogin(event) || policy.isFailedLogin(event))) {
+      if (byUser && policy.loginOutcome(event) !== undefined) {
         const { account, user } = subjectOf(event);
         return ["user", account, user];
       }
@@ -731,18 +731,17 @@ export function createImpossibleTravel(
     detect(event: NormalizedEvent, context: DetectorContext): Promise<void> | undefined {
       // Most events are neither logins nor usable key calls: answer them without a promise.
       let pending: Promise<void> | undefined;
-      if (scopes.has("user")) {
-        if (event.ip && policy.isLogin(event)) {
-          const x = pointOf(event, event.ip);
-          if (x) {
-            const { account, user } = subjectOf(event);
-            pending = onLogin(["user", account, user], x, user, account, event, context);
-          }
-        } else if (policy.isFailedLogin(event)) pending = onFailedLogin(event, context);
-      }
+      const login = byUser ? policy.loginOutcome(event) : undefined;
+      if (login === true && event.ip) {
+        const x = pointOf(event, event.ip);
+        if (x) {
+          const { account, user } = subjectOf(event);
+          pending = onLogin(["user", account, user], x, user, account, event, context);
+        }
+      } else if (login === false) pending = onFailedLogin(event, context);
       const keyId = event.access_key_id;
       if (
-        keyId && event.ip && event.lat !== undefined && scopes.has("access_key") &&
+        keyId && event.ip && event.lat !== undefined && byKey &&
         !event.invoked_by && event.user_type !== "AWSService" &&
         event.event_type !== "AwsServiceEvent"
       ) {
