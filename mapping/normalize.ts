@@ -25,6 +25,48 @@ function isAddress(text: string): boolean {
   return verdict;
 }
 
+/** Epoch ms of the last UTC day {@link parseEventTime} saw (`YYYYMMDD` → ms), or NaN. */
+let lastDay = -1;
+let lastDayMs = Number.NaN;
+
+/** Two ASCII digits at `text[at]` as a number, or -1 when they are not digits. */
+function twoDigits(text: string, at: number): number {
+  const a = text.charCodeAt(at) - 48;
+  const b = text.charCodeAt(at + 1) - 48;
+  return a >= 0 && a <= 9 && b >= 0 && b <= 9 ? a * 10 + b : -1;
+}
+
+/**
+ * `Date.parse(text)`, faster for CloudTrail's own format (`2026-11-20T08:00:00Z`): the time of
+ * day is read from its digits, and the day is parsed once for the run of events that share it.
+ * Anything else (fractions, offsets, a field out of range) goes to `Date.parse`.
+ */
+export function parseEventTime(text: string): number {
+  if (
+    text.length !== 20 || text.charCodeAt(4) !== 0x2d || text.charCodeAt(7) !== 0x2d ||
+    text.charCodeAt(10) !== 0x54 || text.charCodeAt(13) !== 0x3a ||
+    text.charCodeAt(16) !== 0x3a || text.charCodeAt(19) !== 0x5a
+  ) return Date.parse(text);
+  const century = twoDigits(text, 0);
+  const year = twoDigits(text, 2);
+  const month = twoDigits(text, 5);
+  const date = twoDigits(text, 8);
+  const hours = twoDigits(text, 11);
+  const minutes = twoDigits(text, 14);
+  const seconds = twoDigits(text, 17);
+  if (
+    century < 0 || year < 0 || month < 0 || date < 0 || hours < 0 || hours > 23 ||
+    minutes < 0 || minutes > 59 || seconds < 0 || seconds > 59
+  ) return Date.parse(text);
+  const day = ((century * 100 + year) * 100 + month) * 100 + date;
+  if (day !== lastDay) {
+    // Checks the date as Date.parse does (a 31 June is NaN).
+    lastDayMs = Date.parse(`${text.slice(0, 10)}T00:00:00Z`);
+    lastDay = day;
+  }
+  return lastDayMs + ((hours * 60 + minutes) * 60 + seconds) * 1000;
+}
+
 /** Options of {@link normalize}. */
 export interface NormalizeOptions {
   /** A compiled `custom_mapping`, applied after the default mapping. */
@@ -129,7 +171,7 @@ export function normalize(
   if (typeof eventTime !== "string") {
     throw new RecordError(`eventTime: expected an ISO 8601 string, got ${describe(eventTime)}`);
   }
-  const time = Date.parse(eventTime);
+  const time = parseEventTime(eventTime);
   if (Number.isNaN(time)) {
     throw new RecordError(`eventTime: not a valid time: ${describe(eventTime)}`);
   }

@@ -3,7 +3,7 @@ import { DEFERRED_PAYLOADS, hasDeferred, RecordSplitter } from "../core/decode.t
 import { RecordError } from "../core/errors.ts";
 import type { CloudTrailRecord } from "../core/types.ts";
 import { compileCustomMapping } from "../mapping/custom_mapping.ts";
-import { normalize, toEcs } from "../mapping/normalize.ts";
+import { normalize, parseEventTime, toEcs } from "../mapping/normalize.ts";
 import { ctRecord, rootLogin } from "./helpers/records.ts";
 
 Deno.test("normalize() maps an IAM user call to BuffaLogs' fields", () => {
@@ -224,4 +224,39 @@ Deno.test("normalize() reads the deferred payloads it needs and leaves the other
   // An ordinary call: the payload stays deferred (nothing read it).
   const call = normalize(deferred(ctRecord({ requestParameters: { bucketName: "b" } })));
   assert.equal(hasDeferred(call.raw), true);
+});
+
+Deno.test("parseEventTime() agrees with Date.parse, fast path or not", () => {
+  const texts = [
+    "2026-11-20T08:00:00Z",
+    "2026-11-20T23:59:59Z",
+    "2026-11-21T00:00:00Z",
+    "2024-02-29T12:34:56Z",
+    "1999-12-31T23:59:59Z",
+    "2026-11-20T08:00:00.123Z",
+    "2026-11-20T08:00:00+02:00",
+    "2026-11-20T24:00:00Z",
+    "2026-11-20T08:60:00Z",
+    "2026-11-20T08:00:60Z",
+    "2026-02-30T08:00:00Z",
+    "2026-13-01T08:00:00Z",
+    "2026-06-31T08:00:00Z",
+    "2026-11-2xT08:00:00Z",
+    "2026/11/20T08:00:00Z",
+    "2026-11-20 08:00:00Z",
+    "2026-11-20T08:00:00z",
+    "20261120T080000Z",
+    "not a time at all!!!",
+    "",
+  ];
+  // Twice over, so the cached day is used after another day was parsed, and after a bad one.
+  for (const text of [...texts, ...texts.toReversed()]) {
+    assert.deepEqual(parseEventTime(text), Date.parse(text), text);
+  }
+  // Every second of two days, across midnight.
+  const start = Date.UTC(2026, 10, 20, 0, 0, 0);
+  for (let ms = start; ms < start + 2 * 86_400_000; ms += 997) {
+    const text = new Date(ms - (ms % 1000)).toISOString().replace(".000Z", "Z");
+    assert.equal(parseEventTime(text), ms - (ms % 1000), text);
+  }
 });
