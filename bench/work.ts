@@ -10,9 +10,14 @@
  * minus the same run over one file of one record (module loading, the rule pack, the geo
  * database). With decode workers the count also holds the workers' own start-up.
  *
- * Needs the dataset of `deno task bench` (run it once, `--quick` is enough) and `perf`.
+ * Needs the dataset of `deno task bench` (run it once, `--quick` is enough) and either `perf` on a
+ * machine that exposes hardware counters or, where it does not (many VMs: "no PMU driver, software
+ * events only"), Valgrind: `cachegrind --cache-sim=no` counts the same instructions by emulation,
+ * ~50× slower (about 15 minutes for all counts). `--counter perf|valgrind` picks one; by default
+ * perf if it can count instructions here, else Valgrind.
  *
- * Usage: `deno run -A bench/work.ts [--runs N]` (each count: the lowest of N runs).
+ * Usage: `deno run -A bench/work.ts [--runs N] [--counter perf|valgrind]` (each count: the lowest
+ * of N runs).
  * Last line: `work: floor=<G> pipeline=<G> ratio=<R> no_detectors=<G> workers2=<G>` (billions of
  * instructions for the 200,000 events; ratio = floor / pipeline, to set against the bench's; on
  * two cores `workers: 2` can be at most 2 × pipeline / workers2 times as fast as one thread).
@@ -26,30 +31,36 @@ import { ingestArgs, ROOT, V8_FLAGS } from "./ingest.ts";
 
 const FILES = `${ROOT}/.trailwatch/bench/files`;
 
-const { values } = parseArgs({ args: Deno.args, options: { runs: { type: "string" } } });
+const { values } = parseArgs({
+  args: Deno.args,
+  options: { runs: { type: "string" }, counter: { type: "string" } },
+});
 const runs = Math.max(1, Number(values.runs ?? 1) || 1);
 
 const SINGLE_THREADED = V8_FLAGS.length
   ? V8_FLAGS.map((flag) => `${flag},--single-threaded`)
   : ["--v8-flags=--single-threaded"];
 
-/** Instructions (user space, all threads) of `deno <args>`. */
-async function instructions(args: string[]): Promise<number> {
+/** Runs `command args`, its stdout dropped; throws with the end of its stderr if it fails. */
+async function run(command: string, args: string[]): Promise<string> {
+  const result = await new Deno.Command(command, {
+    args,
+    env: { TRAILWATCH_LOG: "warn", NO_COLOR: "1" },
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  const stderr = new TextDecoder().decode(result.stderr);
+  if (result.code !== 0) {
+    throw new Error(`${command} ${args.join(" ")} exited ${result.code}: ${stderr.slice(-1000)}`);
+  }
+  return stderr;
+}
+
+/** Instructions (user space, all threads) of `deno <args>`, counted by perf. */
+async function perfCount(args: string[]): Promise<number> {
   const out = await Deno.makeTempFile({ prefix: "trailwatch-perf-" });
   try {
-    const result = await new Deno.Command("perf", {
-      args: ["stat", "-x", ",", "-e", "instructions:u", "-o", out, "--", Deno.execPath(), ...args],
-      env: { TRAILWATCH_LOG: "warn", NO_COLOR: "1" },
-      stdout: "null",
-      stderr: "piped",
-    }).output();
-    if (result.code !== 0) {
-      throw new Error(
-        `deno ${args.join(" ")} exited ${result.code}: ${
-          new TextDecoder().decode(result.stderr).slice(-1000)
-        }`,
-      );
-    }
+    await run("perf", ["stat", "-x", ",", "-e", "instructions:u", "-o", out, "--", ...args]);
     const line = (await Deno.readTextFile(out)).split("\n").find((l) => l.includes("instructions"));
     const count = Number(line?.split(",")[0]);
     if (!Number.isFinite(count)) throw new Error(`perf counted no instructions: ${line}`);
@@ -57,6 +68,48 @@ async function instructions(args: string[]): Promise<number> {
   } finally {
     await Deno.remove(out);
   }
+}
+
+/** Instructions (all threads) of `deno <args>`, counted by Valgrind's cachegrind. */
+async function valgrindCount(args: string[]): Promise<number> {
+  const out = await Deno.makeTempFile({ prefix: "trailwatch-cachegrind-" });
+  try {
+    const stderr = await run("valgrind", [
+      "--tool=cachegrind",
+      "--cache-sim=no",
+      // V8 writes and rewrites the code it runs.
+      "--smc-check=all-non-file",
+      `--cachegrind-out-file=${out}`,
+      ...args,
+    ]);
+    const match = stderr.match(/I\s+refs:\s+([\d,]+)/);
+    if (!match) throw new Error(`cachegrind counted no instructions: ${stderr.slice(-500)}`);
+    return Number(match[1].replaceAll(",", ""));
+  } finally {
+    await Deno.remove(out);
+  }
+}
+
+/** Whether perf can count instructions on this machine (not on VMs without a PMU). */
+async function perfCounts(): Promise<boolean> {
+  try {
+    await perfCount(["true"]);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const counter = values.counter ?? (await perfCounts() ? "perf" : "valgrind");
+if (counter !== "perf" && counter !== "valgrind") {
+  console.error(`--counter must be perf or valgrind, not ${counter}`);
+  Deno.exit(2);
+}
+const count = counter === "perf" ? perfCount : valgrindCount;
+
+/** Instructions of `deno <args>`. */
+function instructions(args: string[]): Promise<number> {
+  return count([Deno.execPath(), ...args]);
 }
 
 /** The lowest count of `runs` runs of what `args(folder)` gives, over the files minus one record. */
@@ -84,12 +137,13 @@ function ingest(workers: number, detectors?: Record<string, never>) {
 }
 
 try {
-  await new Deno.Command("perf", { args: ["--version"], stdout: "null", stderr: "null" })
+  await new Deno.Command(counter, { args: ["--version"], stdout: "null", stderr: "null" })
     .output();
 } catch {
-  console.error("bench/work.ts needs Linux perf (perf stat); it was not found.");
+  console.error(`bench/work.ts: ${counter} was not found (it needs perf or valgrind).`);
   Deno.exit(1);
 }
+console.log(`counting instructions with ${counter}`);
 if (!(await Deno.stat(FILES).then(() => true, () => false))) {
   console.error(`no dataset in ${FILES}: run \`deno task bench --quick\` once first`);
   Deno.exit(1);
