@@ -25,7 +25,7 @@ function isAddress(text: string): boolean {
   return verdict;
 }
 
-/** Epoch ms of the last UTC day {@link parseEventTime} saw (`YYYYMMDD` → ms), or NaN. */
+/** The last day {@link parseEventTime} parsed (`YYYYMMDD`), and its epoch ms (NaN: no such date). */
 let lastDay = -1;
 let lastDayMs = Number.NaN;
 
