@@ -1,10 +1,9 @@
 import assert from "node:assert/strict";
-import { DEFERRED_PAYLOADS, hasDeferred, RecordSplitter } from "../core/decode.ts";
+import { hasDeferred } from "../core/decode.ts";
 import { RecordError } from "../core/errors.ts";
-import type { CloudTrailRecord } from "../core/types.ts";
 import { compileCustomMapping } from "../mapping/custom_mapping.ts";
 import { normalize, parseEventTime, toEcs } from "../mapping/normalize.ts";
-import { ctRecord, rootLogin } from "./helpers/records.ts";
+import { ctRecord, deferred, rootLogin } from "./helpers/records.ts";
 
 Deno.test("normalize() maps an IAM user call to BuffaLogs' fields", () => {
   const event = normalize(ctRecord({ eventID: "e-1", eventTime: "2026-11-18T08:00:00Z" }));
@@ -200,13 +199,6 @@ Deno.test("toEcs() projects the event onto ECS fields", () => {
 });
 
 /** `record` as the pipeline's decoder gives it: its payloads deferred. */
-function deferred(record: CloudTrailRecord): CloudTrailRecord {
-  const splitter = new RecordSplitter("t.json", { defer: DEFERRED_PAYLOADS });
-  const [item] = splitter.push(new TextEncoder().encode(JSON.stringify({ Records: [record] })));
-  assert.ok(item.record && hasDeferred(item.record), "the payloads were deferred");
-  return item.record;
-}
-
 Deno.test("normalize() reads the deferred payloads it needs and leaves the others", () => {
   // A console login's outcome is in responseElements.
   const failedLogin = rootLogin({ responseElements: { ConsoleLogin: "Failure" } });

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import YAML from "yaml";
-import { DEFERRED_PAYLOADS, hasDeferred, RecordSplitter } from "../core/decode.ts";
+import { hasDeferred } from "../core/decode.ts";
 import { ConfigError } from "../core/errors.ts";
 import { captureLog } from "../core/log.ts";
 import type { CloudTrailRecord, NormalizedEvent } from "../core/types.ts";
@@ -21,6 +21,7 @@ import {
   ROOT_USAGE_RULE_ID,
   rulesDetector,
 } from "../detectors/rules.ts";
+import { deferred } from "./helpers/records.ts";
 
 const LOGSOURCE = { product: "aws", service: "cloudtrail" };
 
@@ -1060,12 +1061,6 @@ Deno.test("rules: the MFAUsed rule matches a normalized console login end to end
 });
 
 Deno.test("rules parse deferred payloads only when a test reads them, after the other fields", () => {
-  const decode = (record: Record<string, unknown>) => {
-    const splitter = new RecordSplitter("t.json", { defer: DEFERRED_PAYLOADS });
-    const [item] = splitter.push(new TextEncoder().encode(JSON.stringify({ Records: [record] })));
-    assert.ok(item.record && hasDeferred(item.record));
-    return item.record;
-  };
   const call = {
     eventName: "CreateFunctionUrlConfig",
     eventSource: "lambda.amazonaws.com",
@@ -1084,7 +1079,7 @@ Deno.test("rules parse deferred payloads only when a test reads them, after the 
   const keyword = rule({ keywords: ["none"], condition: "keywords" });
 
   // Decided by fields outside the payloads: the payloads stay unparsed.
-  const record = decode(call);
+  const record = deferred(call);
   assert.equal(identityOnly.matches(record), false);
   // The payload field comes first in the rule but is tested last.
   assert.equal(byIdentity.matches(record), false);
@@ -1095,13 +1090,13 @@ Deno.test("rules parse deferred payloads only when a test reads them, after the 
   assert.equal(hasDeferred(record), false);
   assert.deepEqual(record.requestParameters, { authType: "NONE" });
   // Keywords search the whole record, payloads included.
-  assert.equal(keyword.matches(decode(call)), true);
+  assert.equal(keyword.matches(deferred(call)), true);
   // fieldref through a payload.
   const ref = rule({
     selection: { "userIdentity.type|fieldref": "requestParameters.type" },
     condition: "selection",
   });
-  assert.equal(ref.matches(decode({ ...call, requestParameters: { type: "IAMUser" } })), true);
+  assert.equal(ref.matches(deferred({ ...call, requestParameters: { type: "IAMUser" } })), true);
 });
 
 Deno.test("a rules alert shows the whole record, payloads parsed, though no test read them", async () => {
@@ -1116,14 +1111,12 @@ Deno.test("a rules alert shows the whole record, payloads parsed, though no test
     const { result: detector } = await withLog(() =>
       createRules({ builtin: false, paths: [dir] }, { name: "r", baseDir: "/" })
     );
-    const splitter = new RecordSplitter("t.json", { defer: DEFERRED_PAYLOADS });
-    const stop = {
+    const stop = deferred({
       eventName: "StopLogging",
       eventSource: "cloudtrail.amazonaws.com",
       requestParameters: { name: "org-trail" },
-    };
-    const [item] = splitter.push(new TextEncoder().encode(JSON.stringify({ Records: [stop] })));
-    const [alert] = detector.match!(event(item.record!))!;
+    });
+    const [alert] = detector.match!(event(stop))!;
     const matched = alert.details?.matched as Record<string, unknown>;
     assert.deepEqual(matched.requestParameters, { name: "org-trail" });
   } finally {

@@ -4,7 +4,9 @@
  * @module
  */
 
+import assert from "node:assert/strict";
 import { gzipSync } from "node:zlib";
+import { DEFERRED_PAYLOADS, hasDeferred, RecordSplitter } from "../../core/decode.ts";
 import type { CloudTrailRecord } from "../../core/types.ts";
 
 let counter = 0;
@@ -59,6 +61,14 @@ export function rootLogin(overrides: Record<string, unknown> = {}): CloudTrailRe
 export function trailFile(records: unknown[], gzip = true): Uint8Array {
   const bytes = new TextEncoder().encode(JSON.stringify({ Records: records }));
   return gzip ? new Uint8Array(gzipSync(bytes)) : bytes;
+}
+
+/** `record` as the pipeline decodes it: its payloads ({@link DEFERRED_PAYLOADS}) not parsed yet. */
+export function deferred(record: Record<string, unknown>): CloudTrailRecord {
+  const splitter = new RecordSplitter("t.json", { defer: DEFERRED_PAYLOADS });
+  const [item] = splitter.push(new TextEncoder().encode(JSON.stringify({ Records: [record] })));
+  assert.ok(item.record && hasDeferred(item.record), "the payloads were deferred");
+  return item.record;
 }
 
 /** A temporary directory, removed by the returned cleanup. */
