@@ -196,6 +196,18 @@ export interface RuntimeOptions {
   warmUp?: boolean;
 }
 
+/** What `["progress", source, object]` holds. */
+interface ObjectProgress {
+  records: number;
+  size?: number;
+}
+
+/** A chunk's commit, and the alerts to add to it once checked against the outbox. */
+interface Chunk {
+  commit: Commit;
+  alerts: Alert[];
+}
+
 interface PassState {
   source: Source;
   config: SourceConfig;
@@ -213,6 +225,12 @@ interface PassState {
   chunkMutations: number;
   chunkRecords: number;
   progress: Progress;
+  /**
+   * Records already committed of partly processed objects, by object id: read from KV once at
+   * the start of the pass and kept up to date by the pass (it holds the lease), so that starting
+   * an object does not wait for the previous object's commit to land.
+   */
+  resume: Map<string, ObjectProgress>;
   /** The last commit started (they land in order). */
   inflight: Promise<void>;
   /** Batches left before the next state prefetch. */
@@ -473,11 +491,16 @@ export class Runtime {
       const first = await this.store.kv.list({ prefix: ["det", name] }, { limit: 1 }).next();
       if (first.done) cache.assumeEmpty(name);
     }));
+    const resume = new Map<string, ObjectProgress>();
+    for await (const e of this.store.list<ObjectProgress>(["progress", source.name])) {
+      resume.set(e.key[2] as string, e.value);
+    }
     const state: PassState = {
       source,
       config,
       summary,
       cache,
+      resume,
       dedupe: new Dedupe(this.store, { ttlMs: this.config.state.dedupeTtlMs }),
       contexts: [],
       alerts: new Map(),
@@ -558,7 +581,7 @@ export class Runtime {
       while (cache.lazyCount > 0) {
         const commit = new Commit();
         cache.flushLazy(commit);
-        await this.#commit(state, commit);
+        await this.#commit(state, { commit, alerts: [] });
       }
       await state.inflight; // the last object's commit, and what the source does once it landed
     } catch (error) {
@@ -723,7 +746,7 @@ export class Runtime {
   async #object(state: PassState, object: SourceObject, job?: DecodeJob): Promise<void> {
     const { source, summary } = state;
     const progressKey = ["progress", source.name, object.id];
-    const progress = await this.store.get<{ records: number; size?: number }>(progressKey);
+    const progress = state.resume.get(object.id);
     const resumedAt = progress && progress.size === object.size ? progress.records : 0;
     let listedFailures = 0;
     let unlisted = 0;
@@ -734,6 +757,11 @@ export class Runtime {
       } else unlisted++;
     };
     let last = resumedAt;
+    const saveProgress = (commit: Commit) => {
+      const saved = { records: last, size: object.size };
+      commit.set(progressKey, saved);
+      state.resume.set(object.id, saved);
+    };
     let failure: string | undefined;
     const eventsBefore = summary.events;
     for (let attempt = 1;; attempt++) {
@@ -767,10 +795,10 @@ export class Runtime {
               recordFailure(`record ${item.index} (event ${item.event.event_id}): ${error}`);
             }
             if (this.#chunkFull(state)) {
-              const commit = await this.#stageChunk(state);
-              commit.set(progressKey, { records: last, size: object.size });
+              const chunk = this.#stageChunk(state);
+              saveProgress(chunk.commit);
               // The commit lands while the next records are processed (commits stay in order).
-              this.#commitBehind(state, commit);
+              this.#commitBehind(state, chunk);
             }
           }
         }
@@ -785,9 +813,9 @@ export class Runtime {
         // times (unless retrying cannot help), then let the source offer it again later.
         const reason = redact(errorMessage(error));
         const retryable = !(error instanceof SourceReadError) || error.retryable;
-        const commit = await this.#stageChunk(state);
-        if (last > resumedAt) commit.set(progressKey, { records: last, size: object.size });
-        await this.#commit(state, commit);
+        const chunk = this.#stageChunk(state);
+        if (last > resumedAt) saveProgress(chunk.commit);
+        await this.#commit(state, chunk);
         if (retryable && attempt < READ_ATTEMPTS && !this.#closing.signal.aborted) {
           const delay = Math.round(READ_RETRY_MS * 2 ** (attempt - 1) * (0.5 + Math.random() / 2));
           log.warn(
@@ -816,15 +844,18 @@ export class Runtime {
         reason: `${unlisted} more record failures not listed`,
       });
     }
-    const commit = await this.#stageChunk(state);
-    if (last > 0) commit.delete(progressKey);
-    await source.checkpoint(object, commit, failure && redact(failure));
+    const chunk = this.#stageChunk(state);
+    if (last > 0) {
+      chunk.commit.delete(progressKey);
+      state.resume.delete(object.id);
+    }
+    await source.checkpoint(object, chunk.commit, failure && redact(failure));
     // Lazy detector writes ride along with the object's last commit, as far as it has room.
-    state.cache.flushLazy(commit);
+    state.cache.flushLazy(chunk.commit);
     // The object's last commit lands while the next object is read (commits stay in order);
     // the source hears of it, and the summary counts it, once it has landed.
     const events = summary.events - eventsBefore;
-    this.#commitBehind(state, commit, async () => {
+    this.#commitBehind(state, chunk, async () => {
       await source.committed?.(object);
       failpoint("object-committed");
       state.progress.done(object.size, events);
@@ -970,17 +1001,16 @@ export class Runtime {
       bytes >= KV_LIMITS.bytes * 0.6;
   }
 
-  /** Moves everything raised since the last commit into a new commit. */
-  async #stageChunk(state: PassState): Promise<Commit> {
+  /**
+   * Moves everything raised since the last commit into a new chunk. Its alerts join the commit
+   * in {@link #commit}, once they are checked against the outbox.
+   */
+  #stageChunk(state: PassState): Chunk {
     const commit = new Commit();
     state.cache.flush(commit);
     state.dedupe.flush(commit);
-    for (const alert of state.alerts.values()) {
-      if (await this.outbox.known(alert.id)) continue;
-      this.outbox.stage(commit, alert);
-      this.#onAlert?.(alert);
-      state.summary.alerts++;
-    }
+    const alerts = [...state.alerts.values()];
+    commit.reserve(state.chunkMutations, state.chunkBytes);
     for (const { alert, filter } of state.suppressed.values()) {
       commit.set(["suppressed", alert.id], { alert, filter }, {
         expireIn: this.config.delivery.retentionMs,
@@ -992,13 +1022,25 @@ export class Runtime {
     state.chunkBytes = 0;
     state.chunkMutations = 0;
     state.chunkRecords = 0;
-    return commit;
+    return { commit, alerts };
   }
 
-  /** Commits after every earlier commit of the pass has landed. */
-  async #commit(state: PassState, commit: Commit): Promise<void> {
+  /**
+   * Commits a chunk after every earlier commit of the pass has landed. Its alerts are checked
+   * against the outbox only then, so the check sees an alert raised again since an earlier
+   * chunk (and nothing on the event path waits for the read).
+   */
+  async #commit(state: PassState, { commit, alerts }: Chunk): Promise<void> {
     await state.inflight;
     try {
+      const known = alerts.length ? await this.outbox.known(alerts.map((a) => a.id)) : undefined;
+      commit.release();
+      for (const alert of alerts) {
+        if (known?.has(alert.id)) continue;
+        this.outbox.stage(commit, alert);
+        this.#onAlert?.(alert);
+        state.summary.alerts++;
+      }
       await this.store.commit(commit);
     } catch (error) {
       state.cache.clear();
@@ -1015,10 +1057,10 @@ export class Runtime {
    */
   #commitBehind(
     state: PassState,
-    commit: Commit,
+    chunk: Chunk,
     landed: () => void | Promise<void> = () => failpoint("chunk-committed"),
   ): void {
-    const landing = this.#commit(state, commit).then(landed);
+    const landing = this.#commit(state, chunk).then(landed);
     landing.catch(() => {}); // observed by whoever awaits `inflight` next
     state.inflight = landing;
   }

@@ -106,6 +106,8 @@ export class Commit {
   bytes = 0;
   /** Approximate bytes of keys staged so far. */
   keyBytes = 0;
+  /** Room held for mutations staged later (see {@link Commit.reserve}). */
+  #reserved = { mutations: 0, bytes: 0 };
 
   /** Stages a set; `expireIn` in milliseconds; `size` if the caller measured the value. */
   set(key: Deno.KvKey, value: unknown, options?: { expireIn?: number; size?: number }): this {
@@ -127,10 +129,27 @@ export class Commit {
     return this.mutations.length;
   }
 
+  /**
+   * Holds room for `mutations` more (of about `bytes` bytes) that will be staged after others
+   * fill the commit: {@link Commit.fits} counts them until {@link Commit.release}.
+   */
+  reserve(mutations: number, bytes: number): this {
+    this.#reserved = { mutations, bytes };
+    return this;
+  }
+
+  /** Gives back the room held by {@link Commit.reserve} (its mutations are being staged). */
+  release(): this {
+    this.#reserved = { mutations: 0, bytes: 0 };
+    return this;
+  }
+
   /** Whether adding `mutations` more (of about `bytes` bytes) would stay within KV's limits. */
   fits(mutations: number, bytes = 0): boolean {
-    return this.mutations.length + mutations <= KV_LIMITS.mutations - 10 &&
-      this.bytes + bytes <= KV_LIMITS.bytes * 0.75 && this.keyBytes <= KV_LIMITS.keyBytes * 0.75;
+    return this.mutations.length + this.#reserved.mutations + mutations <=
+        KV_LIMITS.mutations - 10 &&
+      this.bytes + this.#reserved.bytes + bytes <= KV_LIMITS.bytes * 0.75 &&
+      this.keyBytes <= KV_LIMITS.keyBytes * 0.75;
   }
 }
 

@@ -369,3 +369,55 @@ Deno.test("pipeline: lazy detector writes land with their object's last commit",
     await tmp.cleanup();
   }
 });
+
+Deno.test("pipeline: an object's last commit keeps room for its alerts among lazy writes", async () => {
+  const tmp = await tempDir();
+  const store = await StateStore.open(":memory:");
+  try {
+    const dir = `${tmp.path}/logs`;
+    const keys = Array.from({ length: 1000 }, (_, i) => `AKIAEXAMPLE${String(i).padStart(9, "0")}`);
+    const call = (key: string, minute: number) =>
+      ctRecord({
+        eventTime: `2026-11-18T08:0${minute}:00Z`,
+        userIdentity: {
+          type: "IAMUser",
+          principalId: "AIDAEXAMPLE",
+          arn: "arn:aws:iam::111122223333:user/alice",
+          accountId: "111122223333",
+          accessKeyId: key,
+          userName: "alice",
+        },
+      });
+    // The second object only stretches each key's visit (1,000 lazy writes for its last
+    // commit), and its last chunk raises 20 alerts: the lazy writes must leave them room.
+    await writeFiles(dir, {
+      "a.json.gz": trailFile(keys.map((k) => call(k, 0))),
+      "b.json.gz": trailFile([
+        ...keys.map((k) => call(k, 1)),
+        ...Array.from({ length: 20 }, () => rootLogin()),
+      ]),
+    });
+    const config = resolveConfig({
+      sources: { logs: { type: "local", path: dir } },
+      detectors: { impossible_travel: {}, root_activity: {} },
+      sinks: { out: { type: "jsonl", path: `${tmp.path}/alerts.jsonl` } },
+    }, "/");
+    const runtime = await Runtime.create(config, {
+      store,
+      geo: staticGeoProvider({ "81.2.69.142": { country: "GB", lat: 51.5, lon: -0.1 } }),
+    });
+    const summary = await runtime.runOnce();
+    await runtime.close();
+    assert.deepEqual(summary.failures, []);
+    assert.equal(summary.objects_read, 2);
+    assert.equal(summary.alerts, 20);
+    const visits = [];
+    for await (const e of store.list(["det", "impossible_travel", "key"])) visits.push(e.value);
+    assert.equal(visits.length, 1000);
+    const ends = visits.map((v) => (v as { v: [number, number][] }).v[0][1]);
+    assert.ok(ends.every((t) => t === Date.parse("2026-11-18T08:01:00Z")), "every stretch landed");
+  } finally {
+    store.close();
+    await tmp.cleanup();
+  }
+});

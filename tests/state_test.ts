@@ -107,6 +107,19 @@ Deno.test("Commit.fits() keeps a commit inside Deno KV's limits", () => {
   assert.equal(big.fits(1, 10), false);
 });
 
+Deno.test("Commit.reserve() holds room that fits() counts until release()", () => {
+  const commit = new Commit();
+  for (let i = 0; i < 900; i++) commit.set(["k", i], 1);
+  assert.equal(commit.fits(50), true);
+  commit.reserve(60, 0);
+  assert.equal(commit.fits(50), false, "60 reserved + 900 staged + 50 is too many");
+  assert.equal(commit.size, 900, "nothing is staged by reserving");
+  commit.release();
+  assert.equal(commit.fits(50), true);
+  commit.reserve(0, 500_000);
+  assert.equal(commit.fits(1, 200_000), false, "reserved bytes count too");
+});
+
 Deno.test("approximateSize() follows the JSON size of state and alert values", () => {
   const login = (
     i: number,
