@@ -48,9 +48,19 @@ function sizeOf(value: unknown, depth: number): number {
   if (value === null) return 2;
   // Deeper than any state or alert: cut the walk short (KV refuses what is too big anyway).
   if (depth > 32) return 1024;
+  // Numbers and strings are counted in the loops rather than by a call each: state values are
+  // mostly arrays of tuples of them, and the calls cost more than the counting.
   if (Array.isArray(value)) {
     let size = 2;
-    for (let i = 0; i < value.length; i++) size += sizeOf(value[i], depth + 1) + 1;
+    for (let i = 0; i < value.length; i++) {
+      const item = value[i];
+      size += 1 +
+        (typeof item === "number"
+          ? 9
+          : typeof item === "string"
+          ? item.length + 3
+          : sizeOf(item, depth + 1));
+    }
     return size;
   }
   if (ArrayBuffer.isView(value)) return value.byteLength + 8;
@@ -66,7 +76,13 @@ function sizeOf(value: unknown, depth: number): number {
     return size;
   }
   for (const key in value) {
-    size += key.length + 4 + sizeOf((value as Record<string, unknown>)[key], depth + 1);
+    const item = (value as Record<string, unknown>)[key];
+    size += key.length + 4 +
+      (typeof item === "number"
+        ? 9
+        : typeof item === "string"
+        ? item.length + 3
+        : sizeOf(item, depth + 1));
   }
   return size;
 }
