@@ -131,9 +131,11 @@ async function ingest(args: string[]): Promise<number> {
   const handlers = signals.map((s) => [s, () => stop(s)] as const);
   for (const [s, h] of handlers) Deno.addSignalListener(s, h);
   try {
-    // The geo database (~110 MB, read in ~0.2 s on this thread) loads before the first pass
-    // rather than in the middle of it. A failure surfaces in the pass that needs it.
-    await runtime.geo.ready().catch(() => {});
+    // The geo database (~110 MB, read in ~0.2 s on this thread) loads, and the decode workers
+    // (if any) start, before the first pass rather than in the middle of it: a pass that starts
+    // before its workers decodes its first object on this thread. A failure surfaces in the
+    // pass that needs the thing.
+    await runtime.warmUp().catch(() => {});
     if (values.once) {
       let summary: Summary;
       try {
