@@ -1031,6 +1031,8 @@ export class Runtime {
    * chunk (and nothing on the event path waits for the read).
    */
   async #commit(state: PassState, { commit, alerts }: Chunk): Promise<void> {
+    // What the chunk writes is fixed now: the pass goes on changing the state it staged.
+    this.store.seal(commit);
     await state.inflight;
     try {
       const known = alerts.length ? await this.outbox.known(alerts.map((a) => a.id)) : undefined;

@@ -124,6 +124,9 @@ export class Commit {
   keyBytes = 0;
   /** Room held for mutations staged later (see {@link Commit.reserve}). */
   #reserved = { mutations: 0, bytes: 0 };
+  /** The mutations serialized so far (see {@link Commit.seal}), and how many. */
+  #op: Deno.AtomicOperation | undefined;
+  #sealed = 0;
 
   /** Stages a set; `expireIn` in milliseconds; `size` if the caller measured the value. */
   set(key: Deno.KvKey, value: unknown, options?: { expireIn?: number; size?: number }): this {
@@ -138,6 +141,22 @@ export class Commit {
     this.mutations.push({ type: "delete", key });
     this.keyBytes += keySize(key);
     return this;
+  }
+
+  /**
+   * Serializes the mutations staged so far into an atomic operation on `kv` (the later ones join
+   * it at the next call): what they write is fixed now, although the staged objects, live
+   * detector state, go on changing. A commit that waits for another must be sealed when staged.
+   */
+  seal(kv: Deno.Kv): Deno.AtomicOperation {
+    const op = this.#op ??= kv.atomic();
+    for (; this.#sealed < this.mutations.length; this.#sealed++) {
+      const m = this.mutations[this.#sealed];
+      if (m.type === "set") {
+        op.set(m.key, m.value, m.expireIn ? { expireIn: m.expireIn } : undefined);
+      } else op.delete(m.key);
+    }
+    return op;
   }
 
   /** Number of staged mutations. */
@@ -226,15 +245,15 @@ export class StateStore {
     yield* this.kv.list<T>({ prefix }, options);
   }
 
+  /** Fixes what `commit` writes so far (see {@link Commit.seal}). No-op in dry-run mode. */
+  seal(commit: Commit): void {
+    if (!this.dryRun) commit.seal(this.kv);
+  }
+
   /** Commits staged mutations atomically; throws if KV refuses them. No-op in dry-run mode. */
   async commit(commit: Commit): Promise<void> {
     if (commit.size === 0 || this.dryRun) return;
-    const op = this.kv.atomic();
-    for (const m of commit.mutations) {
-      if (m.type === "set") {
-        op.set(m.key, m.value, m.expireIn ? { expireIn: m.expireIn } : undefined);
-      } else op.delete(m.key);
-    }
+    const op = commit.seal(this.kv);
     const result = await whenUnlocked(() => op.commit());
     if (!result.ok) throw new Error("state commit was rejected by Deno KV");
   }

@@ -421,3 +421,69 @@ Deno.test("pipeline: an object's last commit keeps room for its alerts among laz
     await tmp.cleanup();
   }
 });
+
+Deno.test("pipeline: a commit writes state as of its chunk's end, though events go on while it waits", async () => {
+  const tmp = await tempDir();
+  const store = await StateStore.open(":memory:");
+  try {
+    const dir = `${tmp.path}/logs`;
+    const at = (i: number) => new Date(Date.parse("2026-11-18T08:00:00Z") + i * 1000).toISOString();
+    // 3,000 calls with keys of their own (a new state value each: chunks close every ~900
+    // records), and every 50th record a console login of alice (her day's login list grows).
+    const records = Array.from({ length: 3000 }, (_, i) =>
+      i % 50 === 49
+        ? ctRecord({
+          eventTime: at(i),
+          eventSource: "signin.amazonaws.com",
+          eventName: "ConsoleLogin",
+          eventType: "AwsConsoleSignIn",
+          responseElements: { ConsoleLogin: "Success" },
+          additionalEventData: { MFAUsed: "Yes" },
+        })
+        : ctRecord({
+          eventTime: at(i),
+          userIdentity: {
+            type: "IAMUser",
+            principalId: "AIDAEXAMPLE",
+            arn: "arn:aws:iam::111122223333:user/bob",
+            accountId: "111122223333",
+            accessKeyId: `AKIAEXAMPLE${String(i).padStart(9, "0")}`,
+            userName: "bob",
+          },
+        }));
+    await writeFiles(dir, { "a.json.gz": trailFile(records) });
+    const config = resolveConfig({
+      sources: { logs: { type: "local", path: dir } },
+      detectors: { impossible_travel: {} },
+      sinks: { out: { type: "jsonl", path: `${tmp.path}/alerts.jsonl` } },
+    }, "/");
+    const runtime = await Runtime.create(config, {
+      store,
+      geo: staticGeoProvider({ "81.2.69.142": { country: "GB", lat: 51.5, lon: -0.1 } }),
+    });
+    // Each commit lands 100 ms late; once it has, KV must hold alice's logins up to the
+    // commit's progress, not the ones the pipeline went on with meanwhile.
+    const day = Math.floor(Date.parse(at(0)) / 86_400_000);
+    const checked: [number, number][] = [];
+    const realCommit = store.commit.bind(store);
+    store.commit = async (commit: Commit) => {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      await realCommit(commit);
+      const progress = commit.mutations.find((m) => m.key[0] === "progress");
+      if (progress?.type !== "set") return;
+      const upTo = (progress.value as { records: number }).records;
+      const logins = await store.kv.get<unknown[]>(
+        ["det", "impossible_travel", "user", "111122223333", "alice", day],
+      );
+      checked.push([logins.value?.length ?? 0, Math.floor(upTo / 50)]);
+    };
+    const summary = await runtime.runOnce();
+    await runtime.close();
+    assert.deepEqual(summary.failures, []);
+    assert.ok(checked.length >= 2, `only ${checked.length} mid-object commits`);
+    for (const [stored, expected] of checked) assert.equal(stored, expected);
+  } finally {
+    store.close();
+    await tmp.cleanup();
+  }
+});

@@ -107,6 +107,22 @@ Deno.test("Commit.fits() keeps a commit inside Deno KV's limits", () => {
   assert.equal(big.fits(1, 10), false);
 });
 
+Deno.test("Commit.seal() fixes what is written; mutations staged after it join at commit", async () => {
+  const store = await StateStore.open(":memory:");
+  try {
+    const live = { logins: [1] };
+    const commit = new Commit().set(["det", "a"], live);
+    store.seal(commit);
+    live.logins.push(2); // the pass goes on with the staged object
+    commit.set(["det", "b"], "later").delete(["det", "gone"]);
+    await store.commit(commit);
+    assert.deepEqual((await store.kv.get(["det", "a"])).value, { logins: [1] });
+    assert.equal((await store.kv.get(["det", "b"])).value, "later");
+  } finally {
+    store.close();
+  }
+});
+
 Deno.test("Commit.reserve() holds room that fits() counts until release()", () => {
   const commit = new Commit();
   for (let i = 0; i < 900; i++) commit.set(["k", i], 1);
