@@ -107,9 +107,22 @@ if (counter !== "perf" && counter !== "valgrind") {
 }
 const count = counter === "perf" ? perfCount : valgrindCount;
 
-/** Instructions of `deno <args>`. */
-function instructions(args: string[]): Promise<number> {
-  return count([Deno.execPath(), ...args]);
+/**
+ * Instructions of `deno <args>`. An `ingest` run must have read every object and event: a run
+ * cut short (a failed commit, say) would look cheap.
+ */
+async function instructions(args: string[]): Promise<number> {
+  const n = await count([Deno.execPath(), ...args]);
+  const at = args.indexOf("--summary");
+  if (at >= 0) {
+    const summary = JSON.parse(await Deno.readTextFile(args[at + 1]));
+    const config = JSON.parse(await Deno.readTextFile(args[args.indexOf("--config") + 1]));
+    const files = await Array.fromAsync(Deno.readDir(config.sources.bench.path));
+    if (summary.objects_read !== files.length || summary.failures.length) {
+      throw new Error(`ingest did not read everything: ${JSON.stringify(summary)}`);
+    }
+  }
+  return n;
 }
 
 /** The lowest count of `runs` runs of what `args(folder)` gives, over the files minus one record. */

@@ -666,6 +666,7 @@ export class Lease {
   #versionstamp: string;
   #timer: ReturnType<typeof setInterval> | undefined;
   #lost = new AbortController();
+  #renewing = false;
 
   private constructor(store: StateStore, holder: LeaseHolder, versionstamp: string, ttlMs: number) {
     this.#store = store;
@@ -727,6 +728,11 @@ export class Lease {
   }
 
   async #renew(): Promise<void> {
+    // One renewal at a time: a renewal that read the lease before another one renewed it would
+    // see a versionstamp it does not know and take the lease for lost (a loaded machine, whose
+    // reads answer later than the next renewal starts).
+    if (this.#renewing) return;
+    this.#renewing = true;
     try {
       const entry = await this.#store.kv.get<LeaseHolder>(LEASE_KEY);
       if (entry.versionstamp !== this.#versionstamp) {
@@ -739,6 +745,8 @@ export class Lease {
       if (result.ok) this.#versionstamp = result.versionstamp;
     } catch (error) {
       log.debug(`lease renewal failed: ${error}`);
+    } finally {
+      this.#renewing = false;
     }
   }
 

@@ -203,6 +203,28 @@ Deno.test("Lease: a second holder waits or gives up, and a lapsed lease is taken
   }
 });
 
+Deno.test("Lease: renewals slower than their interval do not take the lease for lost", async () => {
+  const store = await StateStore.open(":memory:");
+  try {
+    const lease = await Lease.acquire(store, { ttlMs: 150, waitMs: 0 });
+    assert.ok(lease);
+    // Every read answers 120 ms late (a loaded machine) while renewals start every 50 ms.
+    const get = store.kv.get.bind(store.kv);
+    store.kv.get = (async (key: Deno.KvKey) => {
+      const entry = await get(key);
+      await new Promise((resolve) => setTimeout(resolve, 120));
+      return entry;
+    }) as typeof store.kv.get;
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    assert.equal(lease.lost.aborted, false, "no other process ever took it");
+    store.kv.get = get;
+    await lease.release();
+    assert.equal(await Lease.holder(store), undefined);
+  } finally {
+    store.close();
+  }
+});
+
 Deno.test("hash64 spreads ids and Hash64Set stores pairs without false positives", () => {
   const set = new Hash64Set(4);
   const seen = new Set<string>();
