@@ -40,6 +40,50 @@ async function harness(): Promise<Harness> {
   };
 }
 
+/** A runtime over `${tmp}/logs` with `detectors`, a jsonl sink, and the test IP in London. */
+function londonRuntime(
+  tmp: string,
+  store: StateStore,
+  detectors: Record<string, Record<string, never>>,
+): Promise<Runtime> {
+  const config = resolveConfig({
+    sources: { logs: { type: "local", path: `${tmp}/logs` } },
+    detectors,
+    sinks: { out: { type: "jsonl", path: `${tmp}/alerts.jsonl` } },
+  }, "/");
+  return Runtime.create(config, {
+    store,
+    geo: staticGeoProvider({ "81.2.69.142": { country: "GB", lat: 51.5, lon: -0.1 } }),
+  });
+}
+
+/** A console login of alice's (with MFA). */
+function aliceLogin(eventTime: string) {
+  return ctRecord({
+    eventTime,
+    eventSource: "signin.amazonaws.com",
+    eventName: "ConsoleLogin",
+    eventType: "AwsConsoleSignIn",
+    responseElements: { ConsoleLogin: "Success" },
+    additionalEventData: { MFAUsed: "Yes" },
+  });
+}
+
+/** A call of bob's signed with access key `key`. */
+function keyCall(key: string, eventTime: string) {
+  return ctRecord({
+    eventTime,
+    userIdentity: {
+      type: "IAMUser",
+      principalId: "AIDAEXAMPLE",
+      arn: "arn:aws:iam::111122223333:user/bob",
+      accountId: "111122223333",
+      accessKeyId: key,
+      userName: "bob",
+    },
+  });
+}
+
 Deno.test("pipeline: alerts carry the alert JSON fields, deterministic ids and geo", async () => {
   const h = await harness();
   const store = await StateStore.open(":memory:");
@@ -320,15 +364,7 @@ Deno.test("pipeline: lazy detector writes land with their object's last commit",
   try {
     const dir = `${tmp.path}/logs`;
     const at = (minute: number) => `2026-11-18T08:${String(minute).padStart(2, "0")}:00Z`;
-    const login = (minute: number) =>
-      ctRecord({
-        eventTime: at(minute),
-        eventSource: "signin.amazonaws.com",
-        eventName: "ConsoleLogin",
-        eventType: "AwsConsoleSignIn",
-        responseElements: { ConsoleLogin: "Success" },
-        additionalEventData: { MFAUsed: "Yes" },
-      });
+    const login = (minute: number) => aliceLogin(at(minute));
     // The first object's call and login create state; the second's only stretch it (lazy
     // writes); the third ends the pass.
     await writeFiles(dir, {
@@ -336,14 +372,9 @@ Deno.test("pipeline: lazy detector writes land with their object's last commit",
       "b.json.gz": trailFile([ctRecord({ eventTime: at(5) }), login(6)]),
       "c.json.gz": trailFile([ctRecord({ eventTime: at(50), userIdentity: { type: "Root" } })]),
     });
-    const config = resolveConfig({
-      sources: { logs: { type: "local", path: dir } },
-      detectors: { impossible_travel: {}, atypical_country: {} },
-      sinks: { out: { type: "jsonl", path: `${tmp.path}/alerts.jsonl` } },
-    }, "/");
-    const runtime = await Runtime.create(config, {
-      store,
-      geo: staticGeoProvider({ "81.2.69.142": { country: "GB", lat: 51.5, lon: -0.1 } }),
+    const runtime = await londonRuntime(tmp.path, store, {
+      impossible_travel: {},
+      atypical_country: {},
     });
     // What KV holds once the second object's commit has landed (before the pass ends).
     const seen: Record<string, unknown> = {};
@@ -376,18 +407,7 @@ Deno.test("pipeline: an object's last commit keeps room for its alerts among laz
   try {
     const dir = `${tmp.path}/logs`;
     const keys = Array.from({ length: 1000 }, (_, i) => `AKIAEXAMPLE${String(i).padStart(9, "0")}`);
-    const call = (key: string, minute: number) =>
-      ctRecord({
-        eventTime: `2026-11-18T08:0${minute}:00Z`,
-        userIdentity: {
-          type: "IAMUser",
-          principalId: "AIDAEXAMPLE",
-          arn: "arn:aws:iam::111122223333:user/alice",
-          accountId: "111122223333",
-          accessKeyId: key,
-          userName: "alice",
-        },
-      });
+    const call = (key: string, minute: number) => keyCall(key, `2026-11-18T08:0${minute}:00Z`);
     // The second object only stretches each key's visit (1,000 lazy writes for its last
     // commit), and its last chunk raises 20 alerts: the lazy writes must leave them room.
     await writeFiles(dir, {
@@ -397,14 +417,9 @@ Deno.test("pipeline: an object's last commit keeps room for its alerts among laz
         ...Array.from({ length: 20 }, () => rootLogin()),
       ]),
     });
-    const config = resolveConfig({
-      sources: { logs: { type: "local", path: dir } },
-      detectors: { impossible_travel: {}, root_activity: {} },
-      sinks: { out: { type: "jsonl", path: `${tmp.path}/alerts.jsonl` } },
-    }, "/");
-    const runtime = await Runtime.create(config, {
-      store,
-      geo: staticGeoProvider({ "81.2.69.142": { country: "GB", lat: 51.5, lon: -0.1 } }),
+    const runtime = await londonRuntime(tmp.path, store, {
+      impossible_travel: {},
+      root_activity: {},
     });
     const summary = await runtime.runOnce();
     await runtime.close();
@@ -430,37 +445,15 @@ Deno.test("pipeline: a commit writes state as of its chunk's end, though events 
     const at = (i: number) => new Date(Date.parse("2026-11-18T08:00:00Z") + i * 1000).toISOString();
     // 3,000 calls with keys of their own (a new state value each: chunks close every ~900
     // records), and every 50th record a console login of alice (her day's login list grows).
-    const records = Array.from({ length: 3000 }, (_, i) =>
-      i % 50 === 49
-        ? ctRecord({
-          eventTime: at(i),
-          eventSource: "signin.amazonaws.com",
-          eventName: "ConsoleLogin",
-          eventType: "AwsConsoleSignIn",
-          responseElements: { ConsoleLogin: "Success" },
-          additionalEventData: { MFAUsed: "Yes" },
-        })
-        : ctRecord({
-          eventTime: at(i),
-          userIdentity: {
-            type: "IAMUser",
-            principalId: "AIDAEXAMPLE",
-            arn: "arn:aws:iam::111122223333:user/bob",
-            accountId: "111122223333",
-            accessKeyId: `AKIAEXAMPLE${String(i).padStart(9, "0")}`,
-            userName: "bob",
-          },
-        }));
+    const records = Array.from(
+      { length: 3000 },
+      (_, i) =>
+        i % 50 === 49
+          ? aliceLogin(at(i))
+          : keyCall(`AKIAEXAMPLE${String(i).padStart(9, "0")}`, at(i)),
+    );
     await writeFiles(dir, { "a.json.gz": trailFile(records) });
-    const config = resolveConfig({
-      sources: { logs: { type: "local", path: dir } },
-      detectors: { impossible_travel: {} },
-      sinks: { out: { type: "jsonl", path: `${tmp.path}/alerts.jsonl` } },
-    }, "/");
-    const runtime = await Runtime.create(config, {
-      store,
-      geo: staticGeoProvider({ "81.2.69.142": { country: "GB", lat: 51.5, lon: -0.1 } }),
-    });
+    const runtime = await londonRuntime(tmp.path, store, { impossible_travel: {} });
     // Each commit lands 100 ms late; once it has, KV must hold alice's logins up to the
     // commit's progress, not the ones the pipeline went on with meanwhile.
     const day = Math.floor(Date.parse(at(0)) / 86_400_000);
