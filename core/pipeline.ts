@@ -529,7 +529,11 @@ export class Runtime {
     // If another process took the lease (this one stalled past leaseTtl), stop after this object.
     const lost = this.#lease?.lost;
     const onLost = () => {
-      log.error(`source ${source.name}: the state lease was lost; stopping after this object`);
+      const reason = "the state lease was lost (another process took it over); stopped after " +
+        "the object in hand";
+      log.error(`source ${source.name}: ${reason}`);
+      // In the summary too: the pass did not get through its source.
+      summary.failures.push({ object: `source ${source.name}`, reason });
       controller.abort(lost?.reason);
     };
     lost?.addEventListener("abort", onLost, { once: true });

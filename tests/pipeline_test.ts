@@ -480,3 +480,50 @@ Deno.test("pipeline: a commit writes state as of its chunk's end, though events 
     await tmp.cleanup();
   }
 });
+
+Deno.test("pipeline: a pass whose lease another process took stops after the object in hand and says so", async () => {
+  const tmp = await tempDir();
+  const store = await StateStore.open(":memory:");
+  try {
+    await writeFiles(`${tmp.path}/logs`, {
+      "a.json.gz": trailFile([ctRecord()]),
+      "b.json.gz": trailFile([ctRecord()]),
+      "c.json.gz": trailFile([ctRecord()]),
+    });
+    const config = resolveConfig({
+      sources: { logs: { type: "local", path: `${tmp.path}/logs` } },
+      detectors: { root_activity: {} },
+      sinks: { out: { type: "jsonl", path: `${tmp.path}/alerts.jsonl` } },
+      state: { leaseTtl: "300ms" },
+    }, "/");
+    const runtime = await Runtime.create(config, { store });
+    // Once the first object is done, another process takes the lease (renewed every 100 ms by
+    // this one), before the source offers the next object 400 ms later.
+    const { source } = runtime.sources.get("logs")!;
+    const listed = source.objects.bind(source);
+    source.objects = async function* (run) {
+      let offered = 0;
+      for await (const object of listed(run)) {
+        if (offered++ === 1) {
+          const other = { owner: "other", pid: 1, host: "elsewhere", since: "", expires: 0 };
+          await store.kv.set(["lease"], { ...other, expires: Date.now() + 60_000 });
+          await new Promise((resolve) => setTimeout(resolve, 400));
+        }
+        yield object;
+      }
+    };
+    const summary = await runtime.pass("logs");
+    await runtime.close();
+    assert.equal(
+      summary.objects_read,
+      2,
+      "the object in hand is finished, the next is not started",
+    );
+    assert.deepEqual(summary.failures.map((f) => f.object), ["source logs"]);
+    assert.match(summary.failures[0].reason, /lease was lost/);
+    assert.equal((await store.kv.get<{ owner: string }>(["lease"])).value?.owner, "other");
+  } finally {
+    store.close();
+    await tmp.cleanup();
+  }
+});
