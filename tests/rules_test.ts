@@ -74,6 +74,14 @@ async function tempRules(
   return { dir, cleanup: () => Deno.remove(dir, { recursive: true }) };
 }
 
+/** The rules detector over the rule files in `dir` alone (its load log kept quiet). */
+async function rulesIn(dir: string) {
+  const { result } = await withLog(() =>
+    createRules({ builtin: false, paths: [dir] }, { name: "r", baseDir: "/" })
+  );
+  return result;
+}
+
 function ruleYaml(id: string, title: string, detection: string, extra = ""): string {
   return `title: ${title}
 id: ${id}
@@ -922,9 +930,7 @@ Deno.test("rules: an alert per matching rule carries id, title, level, tags and 
       .replace("level: high", "level: critical"),
   });
   try {
-    const { result: detector } = await withLog(() =>
-      createRules({ builtin: false, paths: [dir] }, { name: "r", baseDir: "/" })
-    );
+    const detector = await rulesIn(dir);
     const login = event({
       eventName: "ConsoleLogin",
       eventSource: "signin.amazonaws.com",
@@ -963,9 +969,7 @@ Deno.test("rules: a record over 48 KB is replaced by a note and its event id", a
     ),
   });
   try {
-    const { result: detector } = await withLog(() =>
-      createRules({ builtin: false, paths: [dir] }, { name: "r", baseDir: "/" })
-    );
+    const detector = await rulesIn(dir);
     const big = event({
       eventName: "PutRolePolicy",
       requestParameters: { policyDocument: "x".repeat(MAX_MATCHED_BYTES) },
@@ -1108,9 +1112,7 @@ Deno.test("a rules alert shows the whole record, payloads parsed, though no test
     ),
   });
   try {
-    const { result: detector } = await withLog(() =>
-      createRules({ builtin: false, paths: [dir] }, { name: "r", baseDir: "/" })
-    );
+    const detector = await rulesIn(dir);
     const stop = deferred({
       eventName: "StopLogging",
       eventSource: "cloudtrail.amazonaws.com",
