@@ -18,13 +18,13 @@
  *
  * State, per user (`["user", account, user]`): the earliest login, the failed-login count, the
  * days with logins and the alert keys raised; the last `maxLogins` logins (time, event id, IP,
- * place) are kept one value per UTC day (`["user", account, user, day]`), so a login reads only
- * the days within reach of an impossible speed and writes only its own. Per access key
- * (`["key", id]`): up to `maxKeyVisits` "visits" — calls at one place within one UTC day, each
- * within 15 minutes of the next, kept as first/last call — so a call inside a known visit changes
- * and writes nothing, which keeps credential travel cheap on busy keys. Logins stopped by a
- * per-login filter (`ignoredIps`, `ignoreMobile`) are compared (their alerts are filtered) but not
- * stored. Profiles expire after `idleExpiry` (temporary `ASIA…` keys: 3 days).
+ * place; each place once) are kept one value per UTC day (`["user", account, user, day]`), so a
+ * login reads only the days within reach of an impossible speed and writes only its own. Per
+ * access key (`["key", id]`): up to `maxKeyVisits` "visits" — calls at one place within one UTC
+ * day, each within 15 minutes of the next, kept as first/last call — so a call inside a known
+ * visit changes and writes nothing, which keeps credential travel cheap on busy keys. Logins
+ * stopped by a per-login filter (`ignoredIps`, `ignoreMobile`) are compared (their alerts are
+ * filtered) but not stored. Profiles expire after `idleExpiry` (temporary `ASIA…` keys: 3 days).
  *
  * @module
  */
@@ -107,7 +107,10 @@ export interface End {
   y: string;
 }
 
-/** A stored login (a tuple keeps profiles small): time, event id, IP, country, lat, lon, city. */
+/**
+ * A login as earlier versions stored it, a whole list of them per day: time, event id, IP,
+ * country, lat, lon, city. Such a list is read as a {@link LoginDay}.
+ */
 export type Login = [
   t: number,
   id: string,
@@ -117,6 +120,22 @@ export type Login = [
   lo: number,
   y: string,
 ];
+
+/** Where logins came from: IP, country ("" when unknown), latitude, longitude, city. */
+export type LoginPlace = [ip: string, c: string, la: number, lo: number, y: string];
+
+/**
+ * The logins of one user in one UTC day (`[...key, day]`), in event-time order (then event id).
+ * Each place is kept once: a day takes less than half the bytes of a list of whole logins.
+ */
+export interface LoginDay {
+  /** The places of the day's logins. */
+  p: LoginPlace[];
+  /** Per login: milliseconds since the day began, then its place (an index into `p`). */
+  l: number[];
+  /** Per login: the event id. */
+  i: string[];
+}
 
 /**
  * A stored visit of an access key: calls at one place within one UTC day, each within the visit
@@ -137,7 +156,7 @@ export type Visit = [
 
 /**
  * The state of one user or access key. A user's logins are kept in one value per UTC day
- * (`[...key, day]` → {@link Login}[]), so that a login reads only the days within reach of an
+ * (`[...key, day]` → {@link LoginDay}), so that a login reads only the days within reach of an
  * impossible speed and writes only its own day; `d` lists those days.
  */
 export interface Track extends ProfileBase {
@@ -179,8 +198,63 @@ function place(c: string, la: number, lo: number): string {
   return `${c}@${la},${lo}`;
 }
 
-function loginEnd(l: Login): End {
-  return { t: l[0], id: l[1], ip: l[2], c: l[3], la: l[4], lo: l[5], y: l[6] };
+/** The logins of the days within reach of a new login, one after the other. */
+interface LoginSpan {
+  /** Event times (epoch ms). */
+  t: number[];
+  /** Event ids. */
+  id: string[];
+  /** Places. */
+  p: LoginPlace[];
+}
+
+function loginEnd(span: LoginSpan, i: number): End {
+  const p = span.p[i];
+  return { t: span.t[i], id: span.id[i], ip: p[0], c: p[1], la: p[2], lo: p[3], y: p[4] };
+}
+
+/** A stored day of logins; a list of the earlier format is converted. */
+function loginDay(value: LoginDay | Login[] | undefined): LoginDay | undefined {
+  if (!Array.isArray(value)) return value;
+  const day: LoginDay = { p: [], l: [], i: [] };
+  for (const [t, id, ip, c, la, lo, y] of value) {
+    const start = Math.floor(t / DAY_MS) * DAY_MS;
+    insertLogin(day, start, { t, id, ip, c, la, lo, y });
+  }
+  return day;
+}
+
+/** Adds login `x` to `day` (which begins at `start`, epoch ms), in order. */
+function insertLogin(day: LoginDay, start: number, x: End): void {
+  const { p, l, i } = day;
+  let at = i.length;
+  while (at > 0 && before(x.t, x.id, start + l[2 * at - 2], i[at - 1])) at--;
+  let k = 0;
+  while (
+    k < p.length &&
+    !(p[k][0] === x.ip && p[k][1] === x.c && p[k][2] === x.la && p[k][3] === x.lo &&
+      p[k][4] === x.y)
+  ) k++;
+  if (k === p.length) p.push([x.ip, x.c, x.la, x.lo, x.y]);
+  l.splice(2 * at, 0, x.t - start, k);
+  i.splice(at, 0, x.id);
+}
+
+/** Drops the `n` earliest logins of `day`, and the places only they came from. */
+function dropEarliest(day: LoginDay, n: number): void {
+  day.l.splice(0, 2 * n);
+  day.i.splice(0, n);
+  const renumbered = new Map<number, number>();
+  const places: LoginPlace[] = [];
+  for (let k = 1; k < day.l.length; k += 2) {
+    let to = renumbered.get(day.l[k]);
+    if (to === undefined) {
+      renumbered.set(day.l[k], to = places.length);
+      places.push(day.p[day.l[k]]);
+    }
+    day.l[k] = to;
+  }
+  day.p = places;
 }
 
 function visitStart(v: Visit): End {
@@ -224,26 +298,27 @@ function formatSpan(ms: number): string {
 }
 
 /**
- * The neighbours of `x` in a time-sorted login list, per other place: the nearest login at each
+ * The neighbours of `x` among time-sorted logins, per other place: the nearest login at each
  * place before `x` with no login at x's place in between, and the same after it. Undefined when
- * `x` is already in the list.
+ * `x` is already among them.
  */
-export function loginNeighbours(list: readonly Login[], x: End): Pair[] | undefined {
-  let at = list.length;
-  while (at > 0 && before(x.t, x.id, list[at - 1][0], list[at - 1][1])) at--;
-  if (at > 0 && list[at - 1][1] === x.id && list[at - 1][0] === x.t) return undefined;
+function loginNeighbours(span: LoginSpan, x: End): Pair[] | undefined {
+  const { t, id, p } = span;
+  let at = t.length;
+  while (at > 0 && before(x.t, x.id, t[at - 1], id[at - 1])) at--;
+  if (at > 0 && id[at - 1] === x.id && t[at - 1] === x.t) return undefined;
   const pairs: Pair[] = [];
-  const here = (l: Login) => l[4] === x.la && l[5] === x.lo && l[3] === x.c;
+  const here = (q: LoginPlace) => q[2] === x.la && q[3] === x.lo && q[1] === x.c;
   let seen: Set<string> | undefined;
-  for (let i = at - 1; i >= 0 && !here(list[i]); i--) {
-    const where = place(list[i][3], list[i][4], list[i][5]);
-    if (!seen?.has(where)) pairs.push({ from: loginEnd(list[i]), to: x });
+  for (let i = at - 1; i >= 0 && !here(p[i]); i--) {
+    const where = place(p[i][1], p[i][2], p[i][3]);
+    if (!seen?.has(where)) pairs.push({ from: loginEnd(span, i), to: x });
     (seen ??= new Set()).add(where);
   }
   seen = undefined;
-  for (let i = at; i < list.length && !here(list[i]); i++) {
-    const where = place(list[i][3], list[i][4], list[i][5]);
-    if (!seen?.has(where)) pairs.push({ from: x, to: loginEnd(list[i]) });
+  for (let i = at; i < t.length && !here(p[i]); i++) {
+    const where = place(p[i][1], p[i][2], p[i][3]);
+    if (!seen?.has(where)) pairs.push({ from: x, to: loginEnd(span, i) });
     (seen ??= new Set()).add(where);
   }
   return pairs;
@@ -523,13 +598,19 @@ export function createImpossibleTravel(
     // Only logins within the horizon can be too fast for x, or lie between x and such a login.
     const from = Math.floor((x.t - horizonMs) / DAY_MS);
     const to = Math.floor((x.t + horizonMs) / DAY_MS);
-    const list: Login[] = [];
+    const span: LoginSpan = { t: [], id: [], p: [] };
     for (const [day] of days) {
       if (day < from || day > to) continue;
-      const logins = await state.get<Login[]>([...key, day]);
-      if (logins) list.push(...logins);
+      const logins = loginDay(await state.get<LoginDay | Login[]>([...key, day]));
+      if (!logins) continue;
+      const start = day * DAY_MS;
+      for (let k = 0; k < logins.i.length; k++) {
+        span.t.push(start + logins.l[2 * k]);
+        span.id.push(logins.i[k]);
+        span.p.push(logins.p[logins.l[2 * k + 1]]);
+      }
     }
-    const pairs = loginNeighbours(list, x);
+    const pairs = loginNeighbours(span, x);
     if (!pairs) return;
     // Whether the track changed, and whether more than a day's login count did (see below).
     let changed = false;
@@ -540,15 +621,14 @@ export function createImpossibleTravel(
       structural = track.first !== first;
       const day = Math.floor(x.t / DAY_MS);
       const dayKey = [...key, day];
-      const logins = await state.get<Login[]>(dayKey) ?? [];
-      let at = logins.length;
-      while (at > 0 && before(x.t, x.id, logins[at - 1][0], logins[at - 1][1])) at--;
-      logins.splice(at, 0, [x.t, x.id, x.ip, x.c, x.la, x.lo, x.y]);
+      const logins = loginDay(await state.get<LoginDay | Login[]>(dayKey)) ??
+        { p: [], l: [], i: [] };
+      insertLogin(logins, day * DAY_MS, x);
       let i = days.length;
       while (i > 0 && days[i - 1][0] > day) i--;
-      if (i > 0 && days[i - 1][0] === day) days[i - 1][1] = logins.length;
+      if (i > 0 && days[i - 1][0] === day) days[i - 1][1] = logins.i.length;
       else {
-        days.splice(i, 0, [day, logins.length]);
+        days.splice(i, 0, [day, logins.i.length]);
         structural = true;
       }
       // Keep the last maxLogins logins: drop whole days, oldest first, then the oldest logins.
@@ -561,9 +641,11 @@ export function createImpossibleTravel(
       }
       if (excess > 0) {
         const oldestKey = [...key, days[0][0]];
-        const oldest = days[0][0] === day ? logins : await state.get<Login[]>(oldestKey) ?? [];
-        oldest.splice(0, excess);
-        days[0][1] = oldest.length;
+        const oldest = days[0][0] === day
+          ? logins
+          : loginDay(await state.get<LoginDay | Login[]>(oldestKey)) ?? { p: [], l: [], i: [] };
+        dropEarliest(oldest, excess);
+        days[0][1] = oldest.i.length;
         if (oldest !== logins) state.set(oldestKey, oldest, { expireIn: policy.expireIn });
       }
       if (days.some(([d]) => d === day)) state.set(dayKey, logins, { expireIn: policy.expireIn });

@@ -7,6 +7,7 @@ import {
   createImpossibleTravel,
   impossibleTravelDetector,
   type Login,
+  type LoginDay,
   type Options,
   type Track,
 } from "../detectors/impossible_travel.ts";
@@ -457,9 +458,57 @@ Deno.test("impossible_travel keeps at most maxLogins logins per user, one value 
     const day = (d: number) => Date.UTC(2026, 10, d) / 86_400_000;
     assert.deepEqual(track?.d, [[day(2), 1], [day(3), 2]]);
     assert.equal(await h.state([...key, day(1)]), undefined);
-    const kept = await h.state<Login[]>([...key, day(2)]);
-    assert.deepEqual(kept?.map((l) => l[0]), [Date.parse(at(2, 9, 0))]);
+    const kept = await h.state<LoginDay>([...key, day(2)]);
+    assert.deepEqual(kept?.l, [Date.parse(at(2, 9, 0)) - day(2) * 86_400_000, 0]);
     assert.equal(track?.first?.[0], Date.parse(at(1, 8, 0)));
+  });
+});
+
+Deno.test("impossible_travel keeps each place of a day once, and drops places no login uses", async () => {
+  await withHarness({ maxLogins: 3 }, async (h) => {
+    await h.feed(
+      login("u", at(18, 8, 0), "81.2.69.142", { id: "a" }),
+      login("u", at(18, 9, 0), "62.4.1.1", { id: "b" }),
+      login("u", at(18, 10, 0), "81.2.69.142", { id: "c" }),
+    );
+    const key = ["user", "111122223333", "u", Date.UTC(2026, 10, 18) / 86_400_000];
+    const day = await h.state<LoginDay>(key);
+    assert.deepEqual(day?.p.map((p) => p[0]), ["81.2.69.142", "62.4.1.1"]);
+    assert.deepEqual(day?.i, ["a", "b", "c"]);
+    assert.deepEqual(day?.l.filter((_, k) => k % 2 === 1), [0, 1, 0]);
+    // A fourth login pushes out the first; the Paris place goes with the one login that used it
+    // once a fifth pushes out that one too.
+    await h.feed(login("u", at(18, 11, 0), "81.2.69.142", { id: "d" }));
+    await h.feed(login("u", at(18, 12, 0), "81.2.69.142", { id: "e" }));
+    const trimmed = await h.state<LoginDay>(key);
+    assert.deepEqual(trimmed?.i, ["c", "d", "e"]);
+    assert.deepEqual(trimmed?.p.map((p) => p[0]), ["81.2.69.142"]);
+    assert.deepEqual(trimmed?.l.filter((_, k) => k % 2 === 1), [0, 0, 0]);
+  });
+});
+
+Deno.test("impossible_travel reads the login lists earlier versions stored", async () => {
+  await withHarness({}, async (h) => {
+    const key = ["det", "impossible_travel", "user", "111122223333", "alice"];
+    const day = Date.UTC(2026, 10, 18) / 86_400_000;
+    const london: Login = [
+      Date.parse(at(18, 8, 0)),
+      "old-1",
+      "81.2.69.142",
+      "GB",
+      51.5074,
+      -0.1278,
+      "London",
+    ];
+    await h.store.kv.set(key, { d: [[day, 1]], first: [london[0], london[1]] } satisfies Track);
+    await h.store.kv.set([...key, day], [london]);
+    await h.feed(login("alice", at(18, 9, 30), "200.147.67.142", { id: "new-1" }));
+    assert.equal(h.alerts.length, 1);
+    assert.equal((h.alerts[0].details.from as Record<string, unknown>).event_id, "old-1");
+    // The day is written back in the current form, with both logins.
+    const stored = await h.state<LoginDay>(["user", "111122223333", "alice", day]);
+    assert.deepEqual(stored?.i, ["old-1", "new-1"]);
+    assert.deepEqual(stored?.p.map((p) => p[1]), ["GB", "BR"]);
   });
 });
 

@@ -5,6 +5,7 @@ import { type Commit, StateStore } from "../core/state.ts";
 import type { Alert } from "../core/types.ts";
 import { staticGeoProvider } from "../mapping/geo.ts";
 import { ctRecord, rootLogin, tempDir, trailFile, writeFiles } from "./helpers/records.ts";
+import type { LoginDay } from "../detectors/impossible_travel.ts";
 
 interface Harness {
   dir: string;
@@ -465,10 +466,10 @@ Deno.test("pipeline: a commit writes state as of its chunk's end, though events 
       const progress = commit.mutations.find((m) => m.key[0] === "progress");
       if (progress?.type !== "set") return;
       const upTo = (progress.value as { records: number }).records;
-      const logins = await store.kv.get<unknown[]>(
+      const logins = await store.kv.get<LoginDay>(
         ["det", "impossible_travel", "user", "111122223333", "alice", day],
       );
-      checked.push([logins.value?.length ?? 0, Math.floor(upTo / 50)]);
+      checked.push([logins.value?.i.length ?? 0, Math.floor(upTo / 50)]);
     };
     const summary = await runtime.runOnce();
     await runtime.close();
