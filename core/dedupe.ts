@@ -181,19 +181,24 @@ export class Dedupe {
    * next flush). Returns synchronously once the hour is loaded.
    */
   check(id: string, time: number, account?: string): boolean | Promise<boolean> {
+    const [h1, h2] = hash64(id, account);
+    return this.checkHash(h1, h2, time);
+  }
+
+  /** {@link check} for an id whose {@link hash64} is (h1, h2). */
+  checkHash(h1: number, h2: number, time: number): boolean | Promise<boolean> {
     const hour = Math.floor(time / HOUR_MS);
     const bucket = this.#buckets.get(hour);
-    if (bucket) return this.#checkIn(bucket, id, account);
-    return this.#checkLoaded(hour, id, account);
+    if (bucket) return this.#checkIn(bucket, h1, h2);
+    return this.#checkLoaded(hour, h1, h2);
   }
 
-  // Not a closure in check(): V8 would allocate its context on every call.
-  async #checkLoaded(hour: number, id: string, account: string | undefined): Promise<boolean> {
-    return this.#checkIn(await this.#load(hour), id, account);
+  // Not a closure in checkHash(): V8 would allocate its context on every call.
+  async #checkLoaded(hour: number, h1: number, h2: number): Promise<boolean> {
+    return this.#checkIn(await this.#load(hour), h1, h2);
   }
 
-  #checkIn(bucket: Bucket, id: string, account: string | undefined): boolean {
-    const [h1, h2] = hash64(id, account);
+  #checkIn(bucket: Bucket, h1: number, h2: number): boolean {
     bucket.used = ++this.#tick;
     if (!bucket.seen.add(h1, h2)) return true;
     if (bucket.pending.length === 0) this.#pendingHours++;

@@ -19,7 +19,7 @@ import type { Source, SourceObject, SourceRun } from "../sources/mod.ts";
 import { sources as sourceRegistry } from "../sources/mod.ts";
 import type { Config, SourceConfig } from "./config.ts";
 import { decodeRecords, DEFERRED_PAYLOADS, readFileChunks } from "./decode.ts";
-import { type Prepared, Preparer } from "./prepare.ts";
+import { eventHash, type Prepared, type PreparedEvent, Preparer } from "./prepare.ts";
 import { type DecodeJob, DecodePool } from "./workers.ts";
 import { Dedupe } from "./dedupe.ts";
 import { errorMessage, ObjectDecodeError, SourceReadError } from "./errors.ts";
@@ -792,7 +792,7 @@ export class Runtime {
               recordFailure(`record ${item.index} (byte ${item.offset}): ${item.error}`);
               continue;
             }
-            let handled = this.#event(state, item.event, item.drafts);
+            let handled = this.#event(state, item);
             if (handled instanceof Promise) handled = await handled;
             const error = handled ?? item.failure;
             if (error) {
@@ -878,10 +878,16 @@ export class Runtime {
    */
   #event(
     state: PassState,
-    event: NormalizedEvent,
-    drafts: [number, AlertDraft][] | undefined,
+    item: PreparedEvent,
   ): string | undefined | Promise<string | undefined> {
-    const duplicate = state.dedupe.check(event.event_id, event.time, event.account_id ?? "");
+    const { event, drafts, hashes, slot } = item;
+    let h1, h2;
+    if (hashes !== undefined && slot !== undefined) {
+      // A decode worker hashed the id already.
+      h1 = hashes[2 * slot];
+      h2 = hashes[2 * slot + 1];
+    } else [h1, h2] = eventHash(event);
+    const duplicate = state.dedupe.checkHash(h1, h2, event.time);
     if (duplicate instanceof Promise) return this.#afterDedupe(state, event, drafts, duplicate);
     return this.#newEvent(state, event, drafts, duplicate);
   }

@@ -9,6 +9,7 @@
 import type { Detector } from "../detectors/mod.ts";
 import { normalize, type NormalizeOptions } from "../mapping/normalize.ts";
 import type { DecodedRecord } from "./decode.ts";
+import { hash64 } from "./dedupe.ts";
 import { errorMessage } from "./errors.ts";
 import type { AlertDraft, CloudTrailRecord, NormalizedEvent } from "./types.ts";
 
@@ -27,8 +28,22 @@ export type Prepared =
     drafts: [number, AlertDraft][] | undefined;
     /** A stateless check that threw on this event (the event is still processed). */
     failure?: string;
+    /**
+     * The event's dedupe hash when a decode worker computed it: `hashes[2 * slot]` and
+     * `hashes[2 * slot + 1]` (see {@link eventHash}).
+     */
+    hashes?: Uint32Array;
+    slot?: number;
     error?: undefined;
   };
+
+/** A prepared record that is an event. */
+export type PreparedEvent = Extract<Prepared, { event: NormalizedEvent }>;
+
+/** The 64-bit dedupe hash of an event: of its id and recipient account (see core/dedupe.ts). */
+export function eventHash(event: NormalizedEvent): [number, number] {
+  return hash64(event.event_id, event.account_id ?? "");
+}
 
 /**
  * Prepares the records of one object, numbering them in order.
@@ -120,6 +135,8 @@ export interface PackedBatch {
   ints: Int32Array;
   /** Per event: time, lat, lon (NaN: absent). */
   numbers: Float64Array;
+  /** Per event: its dedupe hash, two 32-bit halves ({@link eventHash}). */
+  hashes: Uint32Array;
   /** The rare per-event extras: `[position, failure, custom]`. */
   extras: [number, string | undefined, Record<string, unknown> | undefined][];
   /** Record failures: `[index, offset, error]`. */
@@ -165,6 +182,7 @@ export function packPrepared(items: readonly Prepared[]): PackedBatch {
   const codes = new Int32Array(n * F);
   const ints = new Int32Array(n * 2);
   const numbers = new Float64Array(n * 3);
+  const hashes = new Uint32Array(n * 2);
   const extras: PackedBatch["extras"] = [];
   const errors: [number, number, string][] = [];
   const drafts: [number, number, AlertDraft][] = [];
@@ -196,6 +214,9 @@ export function packPrepared(items: readonly Prepared[]): PackedBatch {
     numbers[3 * k] = event.time;
     numbers[3 * k + 1] = event.lat ?? NaN;
     numbers[3 * k + 2] = event.lon ?? NaN;
+    const [h1, h2] = eventHash(event);
+    hashes[2 * k] = h1;
+    hashes[2 * k + 1] = h2;
     if (item.failure !== undefined || event.custom !== undefined) {
       extras.push([k, item.failure, event.custom]);
     }
@@ -204,24 +225,30 @@ export function packPrepared(items: readonly Prepared[]): PackedBatch {
     }
     k++;
   }
-  return { strings, codes, ints, numbers, extras, errors, drafts };
+  return { strings, codes, ints, numbers, hashes, extras, errors, drafts };
 }
 
 /** The buffers of a packed batch, to transfer rather than copy. */
 export function packedTransfer(batch: PackedBatch): ArrayBuffer[] {
-  return [batch.codes.buffer, batch.ints.buffer, batch.numbers.buffer] as ArrayBuffer[];
+  return [
+    batch.codes.buffer,
+    batch.ints.buffer,
+    batch.numbers.buffer,
+    batch.hashes.buffer,
+  ] as ArrayBuffer[];
 }
 
 /** Approximate bytes a packed batch holds (for back-pressure). */
 export function packedSize(batch: PackedBatch): number {
-  let size = batch.codes.byteLength + batch.ints.byteLength + batch.numbers.byteLength;
+  let size = batch.codes.byteLength + batch.ints.byteLength + batch.numbers.byteLength +
+    batch.hashes.byteLength;
   for (let i = 1; i < batch.strings.length; i++) size += 2 * (batch.strings[i] as string).length;
   return size;
 }
 
 /** Unpacks a {@link PackedBatch} into prepared records (in record order; `raw` is empty). */
 export function unpackPrepared(batch: PackedBatch): Prepared[] {
-  const { strings: s, codes: c, ints, numbers } = batch;
+  const { strings: s, codes: c, ints, numbers, hashes } = batch;
   const n = ints.length / 2;
   const out: Prepared[] = [];
   const extras = new Map<number, [string | undefined, Record<string, unknown> | undefined]>();
@@ -266,7 +293,14 @@ export function unpackPrepared(batch: PackedBatch): Prepared[] {
       custom: extra?.[1],
       raw: NO_RAW,
     };
-    out.push({ index: ints[2 * k], event, drafts: byPosition.get(k), failure: extra?.[0] });
+    out.push({
+      index: ints[2 * k],
+      event,
+      drafts: byPosition.get(k),
+      failure: extra?.[0],
+      hashes,
+      slot: k,
+    });
   };
   // Merge events and errors back into record order.
   let e = 0;

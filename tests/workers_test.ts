@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { resolveConfig } from "../core/config.ts";
 import { Runtime } from "../core/pipeline.ts";
-import { packPrepared, type Prepared, unpackPrepared } from "../core/prepare.ts";
+import { eventHash, packPrepared, type Prepared, unpackPrepared } from "../core/prepare.ts";
 import { StateStore } from "../core/state.ts";
 import type { Alert, NormalizedEvent } from "../core/types.ts";
 import { staticGeoProvider } from "../mapping/geo.ts";
@@ -68,6 +68,13 @@ Deno.test("packPrepared()/unpackPrepared() round-trip every event field, errors 
   assert.equal(first.failure, "detector x failed");
   assert.deepEqual(out[3].event, sparse);
   assert.equal(out[3].event ? out[3].drafts : "no event", undefined);
+  // Each event carries the dedupe hash the worker computed.
+  for (const item of [out[1], out[3]]) {
+    assert.ok(item.event && item.hashes && item.slot !== undefined);
+    const at = 2 * item.slot;
+    assert.deepEqual([item.hashes[at], item.hashes[at + 1]], eventHash(item.event));
+  }
+  assert.notDeepEqual(eventHash(full), eventHash(sparse));
 });
 
 /** One pass; `warm`: the workers are up before it starts (else it decodes here until they are). */
@@ -257,6 +264,41 @@ Deno.test("a decode worker that cannot read a local file fails that object, not 
       assert.match(failure.reason, /^Cannot read .*b\.json\.gz: /);
     } finally {
       await runtime.close();
+      store.close();
+    }
+  } finally {
+    await tmp.cleanup();
+  }
+});
+
+Deno.test("decode workers and the main thread recognise each other's events as duplicates", async () => {
+  const tmp = await tempDir();
+  try {
+    const dir = `${tmp.path}/logs`;
+    const records = Array.from({ length: 50 }, () => ctRecord());
+    const store = await StateStore.open(`${tmp.path}/state.kv`);
+    try {
+      // The same events come again in a later object, read with the other decode setting.
+      for (const [workers, name] of [[0, "a"], [2, "b"], [0, "c"]] as const) {
+        await writeFiles(dir, { [`${name}.json.gz`]: trailFile(records) });
+        const config = resolveConfig({
+          sources: { logs: { type: "local", path: dir } },
+          detectors: { root_activity: {} },
+          sinks: { out: { type: "jsonl", path: `${tmp.path}/alerts.jsonl` } },
+          pipeline: { workers },
+        }, "/");
+        const runtime = await Runtime.create(config, { store, geo: staticGeoProvider({}) });
+        try {
+          await runtime.warmUp();
+          const summary = await runtime.pass("logs");
+          assert.equal(summary.objects_read, 1, name);
+          assert.equal(summary.events, name === "a" ? 50 : 0, name);
+          assert.equal(summary.duplicates_skipped, name === "a" ? 0 : 50, name);
+        } finally {
+          await runtime.close();
+        }
+      }
+    } finally {
       store.close();
     }
   } finally {
