@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { alertId, buildAlert } from "../core/pipeline.ts";
 import { StateCache, StateStore } from "../core/state.ts";
 import type { Alert, AlertDraft, CloudTrailRecord, NormalizedEvent } from "../core/types.ts";
+import { seeded } from "../bench/dataset.ts";
 import { haversineKm } from "../detectors/_login.ts";
 import {
   createImpossibleTravel,
@@ -142,10 +143,15 @@ class Harness {
     };
   }
 
-  static async create(options: Partial<Options> = {}, name = "impossible_travel") {
+  static async create(
+    options: Partial<Options> = {},
+    name = "impossible_travel",
+    tuning: { fastCalls?: boolean } = {},
+  ) {
     const detector = createImpossibleTravel(
       { learningDays: 0, ...options },
       { name, baseDir: "." },
+      tuning,
     );
     return new Harness(
       detector,
@@ -665,4 +671,90 @@ Deno.test("impossible_travel options are checked", () => {
     "detectors.it.maxSpeedKmh",
     "detectors.it.scopes[1]",
   ]);
+});
+
+Deno.test("credential travel: the shortcut for a busy key's usual call changes nothing (random calls)", async () => {
+  const ips = [
+    "52.95.110.1",
+    "24.24.24.24",
+    "85.214.132.117",
+    "81.2.69.142",
+    "81.2.69.160",
+    "2.24.0.1",
+    "62.4.1.1",
+  ];
+  const steps = [0, 5_000, 60_000, 600_000, 840_000, 900_000, 960_000, 2_400_000, 10_800_000];
+  for (let seed = 1; seed <= 40; seed++) {
+    const r = seeded(seed);
+    // Filters that suppress some pairs and not others make later pairs raise what earlier ones
+    // did not.
+    const options: Partial<Options> = [
+      {},
+      { maxKeyVisits: 4 },
+      { ignoredIps: ["81.2.69.160", "85.214.132.117"] },
+      { learningDays: 1 },
+    ][seed % 4];
+    const records: CloudTrailRecord[] = [];
+    let time = Date.parse("2026-11-18T21:00:00Z");
+    const home = ["AKIAFASTPATH0000001", "AKIAFASTPATH0000002", "ASIAFASTPATH0000003"];
+    for (let i = 0; i < 300; i++) {
+      time += steps[Math.floor(r() * steps.length)];
+      const key = Math.floor(r() * home.length);
+      // Mostly the key's usual place, sometimes another; a quarter arrive late (out of order).
+      const ip = r() < 0.8 ? ips[key] : ips[Math.floor(r() * ips.length)];
+      const at = r() < 0.25 ? time - Math.floor(r() * (r() < 0.5 ? 1_200_000 : 3_600_000)) : time;
+      const record = call(
+        home[key],
+        `user-${key}`,
+        new Date(at).toISOString().slice(0, 19) + "Z",
+        ip,
+      );
+      records.push(record, ...(r() < 0.05 ? [record] : []));
+    }
+    const [fast, general] = [
+      await Harness.create(options, "impossible_travel", { fastCalls: true }),
+      await Harness.create(options, "impossible_travel", { fastCalls: false }),
+    ];
+    try {
+      await fast.feed(...records);
+      await general.feed(...records);
+      assert.deepEqual(fast.alerts, general.alerts, `seed ${seed}`);
+      assert.deepEqual(fast.suppressed, general.suppressed, `seed ${seed}`);
+      assert.equal(fast.writes, general.writes, `seed ${seed}`);
+      for (const key of home) {
+        const [a, b] = [
+          await fast.state<Track>(["key", key]),
+          await general.state<Track>(["key", key]),
+        ];
+        assert.deepEqual(a, b, `seed ${seed}, ${key}`);
+      }
+      assert.ok(general.alerts.length + general.suppressed.length > 0, `seed ${seed}: no travel`);
+    } finally {
+      fast.close();
+      general.close();
+    }
+  }
+});
+
+Deno.test("credential travel compares a usual-looking call with a visit elsewhere that ended later", async () => {
+  // learningDays: 1 from the first call (17th, 12:00): pairs before the 18th, 12:00 are filtered.
+  await withHarness({ learningDays: 1 }, async (h) => {
+    const KEY = "AKIALATERVISIT00001";
+    const us = "52.95.110.1";
+    const de = "85.214.132.117";
+    await h.feed(
+      call(KEY, "bot", at(17, 12, 0), us),
+      call(KEY, "bot", at(18, 11, 50), us),
+      call(KEY, "bot", at(18, 11, 52), de),
+      call(KEY, "bot", at(18, 11, 54), us),
+    );
+    assert.equal(h.alerts.length, 0);
+    assert.ok(h.suppressed.every((s) => s.filter === "learningDays"));
+    // At Germany's visit, after its last call, but the US visit ended after it: US 11:54 → DE
+    // 12:01 is compared, and is the first pair of the day after the learning period.
+    await h.feed(call(KEY, "bot", at(18, 12, 1), de));
+    assert.equal(h.alerts.length, 1);
+    const from = h.alerts[0].details.from as Record<string, unknown>;
+    assert.equal(from.time, at(18, 11, 54));
+  });
 });
