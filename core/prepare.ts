@@ -147,8 +147,8 @@ export interface PackedBatch {
 
 /** The string fields of a packed event, in order. */
 const STRING_FIELDS = [
-  "timestamp",
   "event_id",
+  "timestamp",
   "event_name",
   "event_source",
   "event_type",
@@ -170,8 +170,11 @@ const STRING_FIELDS = [
   "city",
 ] as const satisfies readonly (keyof NormalizedEvent)[];
 const F = STRING_FIELDS.length;
-/** Fields unique to (nearly) every event: put in the table without looking them up. */
-const UNIQUE_FIELDS = 2;
+/**
+ * Fields unique to (nearly) every event, the event id: put in the table without looking them up.
+ * (Timestamps are whole seconds: a busy trail repeats each one, so they are looked up.)
+ */
+const UNIQUE_FIELDS = 1;
 
 /** Packs prepared records for the trip from a worker to the main thread. */
 export function packPrepared(items: readonly Prepared[]): PackedBatch {
@@ -265,9 +268,9 @@ export function unpackPrepared(batch: PackedBatch): Prepared[] {
     const lon = numbers[3 * k + 2];
     const extra = extras.get(k);
     const event: NormalizedEvent = {
-      timestamp: s[c[p]] as string,
+      timestamp: s[c[p + 1]] as string,
       time: numbers[3 * k],
-      event_id: s[c[p + 1]] as string,
+      event_id: s[c[p]] as string,
       event_name: s[c[p + 2]] as string,
       event_source: s[c[p + 3]] as string,
       event_type: s[c[p + 4]],
