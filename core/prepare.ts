@@ -122,9 +122,9 @@ export class Preparer {
 /**
  * A batch of prepared records as a decode worker sends it. Structured cloning of event objects
  * costs more than parsing the record did, so events travel in columns: string fields as indexes
- * into one table of the batch's distinct strings (a user, key, address or agent repeated over the
- * batch is sent and allocated once), numbers in typed arrays (transferred, not copied). `raw` is
- * left behind: stateful detectors never read it.
+ * into one table of the batch's strings (a user, key, address or agent repeated over the batch is
+ * sent and allocated once, rarely twice), numbers in typed arrays (transferred, not copied). `raw`
+ * is left behind: stateful detectors never read it.
  */
 export interface PackedBatch {
   /** The distinct strings of the batch; index 0 stands for "absent". */
@@ -176,12 +176,38 @@ const F = STRING_FIELDS.length;
  */
 const UNIQUE_FIELDS = 1;
 
+/**
+ * The batch's strings table, by a cheap hash of each string. JSON.parse returns strings whose
+ * hash V8 has not computed yet, and computing it for a `Map` cost more than all the rest of the
+ * packing; two strings in one slot only make the second one sent twice. Emptied after each batch.
+ */
+const SLOTS = 16384;
+const slotStrings: (string | undefined)[] = new Array(SLOTS).fill(undefined);
+const slotCodes = new Int32Array(SLOTS);
+
+/** The slot of a string: FNV-1a over all of a short string's characters, 24 of a long one's. */
+function slotOf(value: string): number {
+  const len = value.length;
+  let h = len;
+  if (len <= 24) {
+    for (let i = 0; i < len; i++) h = Math.imul(h ^ value.charCodeAt(i), 0x01000193);
+  } else {
+    // The first 8, the last 8 and 8 spread over the middle.
+    for (let i = 0; i < 8; i++) {
+      h = Math.imul(h ^ value.charCodeAt(i), 0x01000193);
+      h = Math.imul(h ^ value.charCodeAt(len - 1 - i), 0x01000193);
+      h = Math.imul(h ^ value.charCodeAt(8 + (((len - 16) * i) >> 3)), 0x01000193);
+    }
+  }
+  return (h ^ (h >>> 15)) & (SLOTS - 1);
+}
+
 /** Packs prepared records for the trip from a worker to the main thread. */
 export function packPrepared(items: readonly Prepared[]): PackedBatch {
   let n = 0;
   for (const item of items) if (item.error === undefined) n++;
   const strings: (string | undefined)[] = [undefined];
-  const seen = new Map<string, number>();
+  const used: number[] = [];
   const codes = new Int32Array(n * F);
   const ints = new Int32Array(n * 2);
   const numbers = new Float64Array(n * 3);
@@ -189,6 +215,9 @@ export function packPrepared(items: readonly Prepared[]): PackedBatch {
   const extras: PackedBatch["extras"] = [];
   const errors: [number, number, string][] = [];
   const drafts: [number, number, AlertDraft][] = [];
+  // Made before the loop: the first batch's loop is compiled on the stack, and an object literal
+  // it had not reached yet cost a deoptimization and a second compile in every worker.
+  const batch: PackedBatch = { strings, codes, ints, numbers, hashes, extras, errors, drafts };
   let k = 0;
   for (const item of items) {
     if (item.error !== undefined) {
@@ -204,12 +233,15 @@ export function packPrepared(items: readonly Prepared[]): PackedBatch {
         codes[at + f] = strings.push(value) - 1;
         continue;
       }
-      let code = seen.get(value);
-      if (code === undefined) {
-        code = strings.push(value) - 1;
-        seen.set(value, code);
+      const slot = slotOf(value);
+      if (slotStrings[slot] === value) codes[at + f] = slotCodes[slot];
+      else {
+        const code = strings.push(value) - 1;
+        if (slotStrings[slot] === undefined) used.push(slot);
+        slotStrings[slot] = value;
+        slotCodes[slot] = code;
+        codes[at + f] = code;
       }
-      codes[at + f] = code;
     }
     const event = item.event;
     ints[2 * k] = item.index;
@@ -228,7 +260,8 @@ export function packPrepared(items: readonly Prepared[]): PackedBatch {
     }
     k++;
   }
-  return { strings, codes, ints, numbers, hashes, extras, errors, drafts };
+  for (const slot of used) slotStrings[slot] = undefined;
+  return batch;
 }
 
 /** The buffers of a packed batch, to transfer rather than copy. */

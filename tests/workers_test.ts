@@ -77,6 +77,43 @@ Deno.test("packPrepared()/unpackPrepared() round-trip every event field, errors 
   assert.notDeepEqual(eventHash(full), eventHash(sparse));
 });
 
+Deno.test("packPrepared() sends a repeated string once per batch, and each batch its own table", () => {
+  const event = (id: string, username: string, agent: string): Prepared => ({
+    index: 1,
+    event: {
+      timestamp: "2026-11-18T08:00:00Z",
+      time: 1,
+      event_id: id,
+      event_name: "GetObject",
+      event_source: "s3.amazonaws.com",
+      username,
+      agent,
+      outcome: "success",
+      raw: {},
+    },
+    drafts: undefined,
+  });
+  const long =
+    "aws-cli/2.15.0 Python/3.11.6 Linux/6.1 exe/x86_64.amzn.2023 prompt/off command/s3.cp".repeat(
+      2,
+    );
+  const first = packPrepared([
+    event("e1", "alice", long),
+    event("e2", "bob", long),
+    event("e3", "alice", long),
+  ]);
+  const count = (value: string) => first.strings.filter((s) => s === value).length;
+  assert.deepEqual([count("alice"), count("bob"), count(long), count("GetObject")], [1, 1, 1, 1]);
+  // The next batch starts from an empty table: its codes point into its own strings.
+  const second = unpackPrepared(
+    packPrepared([event("e4", "bob", "ua"), event("e5", "carol", long)]),
+  );
+  assert.deepEqual(second.map((p) => [p.event?.username, p.event?.agent]), [["bob", "ua"], [
+    "carol",
+    long,
+  ]]);
+});
+
 /** One pass; `warm`: the workers are up before it starts (else it decodes here until they are). */
 async function runWith(workers: number, dir: string, warm = true) {
   const config = resolveConfig({
