@@ -4,7 +4,9 @@
  * 1. Generates (once, cached under .trailwatch/bench/) a deterministic dataset: 10 `.json.gz`
  *    files × 20,000 records (~1.5 KB each, ~5% ConsoleLogin), one object of ≥ 1 GB decompressed
  *    and one of ~100 MB.
- * 2. floor: `node:zlib` gunzip + `JSON.parse` of the 10 files, in this process.
+ * 2. floor: `node:zlib` gunzip + `JSON.parse` of the 10 files, in this process; and, for the
+ *    record, the same split over two Workers (every other file each): what two threads give this
+ *    machine for work that needs no coordination, the ceiling of `workers2`.
  * 3. pipeline: `main.ts ingest --once` over the 10 files (local source, every default detector,
  *    the built-in rule pack, a jsonl sink, a fresh KV file), in one thread (`pipeline.workers: 0`).
  * 4. workers2: the same with `pipeline.workers: 2` (and, for the record, `workers: 1`, and one
@@ -28,7 +30,7 @@
 
 import { parseArgs } from "node:util";
 import { trailFile, writeBigObject } from "./dataset.ts";
-import { floorPass } from "./floor.ts";
+import { FloorPair, floorPass } from "./floor.ts";
 import { ingestArgs, ROOT } from "./ingest.ts";
 import { watchPeakRss } from "./rss.ts";
 
@@ -87,6 +89,15 @@ function floor(): number {
   return events / ((performance.now() - started) / 1000);
 }
 
+const floorPair = new FloorPair();
+
+/** One timed floor pass over the 10 files split over two workers, in events/s. */
+async function floorOnTwo(): Promise<number> {
+  const started = performance.now();
+  const events = await floorPair.pass(`${CACHE}/files`);
+  return events / ((performance.now() - started) / 1000);
+}
+
 interface IngestResult {
   eventsPerSecond: number;
   peakRssMb: number;
@@ -136,6 +147,7 @@ async function ingest(
 
 await prepare();
 floor(); // warm-up: the first pass also grows the heap
+await floorOnTwo();
 function report(label: string, result: IngestResult): void {
   console.log(
     `pipeline (${label}): ${
@@ -145,26 +157,42 @@ function report(label: string, result: IngestResult): void {
     } s; peak RSS ${result.peakRssMb.toFixed(0)} MB)`,
   );
 }
-const rounds: { floor: number; pipeline: IngestResult; workers2: IngestResult }[] = [];
+const rounds: {
+  floor: number;
+  floorTwo: number;
+  pipeline: IngestResult;
+  workers2: IngestResult;
+}[] = [];
 for (let round = 1; round <= runs; round++) {
   const floorRate = floor();
+  const floorTwo = await floorOnTwo();
   const pipeline = await ingest(`${CACHE}/files`, 0);
   const workers2 = await ingest(`${CACHE}/files`, 2);
-  rounds.push({ floor: floorRate, pipeline, workers2 });
+  rounds.push({ floor: floorRate, floorTwo, pipeline, workers2 });
   console.log(
-    `round ${round}: floor ${Math.round(floorRate)} events/s, pipeline ${
-      Math.round(pipeline.eventsPerSecond)
-    } (ratio ${(pipeline.eventsPerSecond / floorRate).toFixed(2)}), workers: 2 ${
-      Math.round(workers2.eventsPerSecond)
-    } (${(workers2.eventsPerSecond / pipeline.eventsPerSecond).toFixed(2)}× one thread)`,
+    `round ${round}: floor ${Math.round(floorRate)} events/s (on two workers ${
+      (floorTwo / floorRate).toFixed(2)
+    }×), pipeline ${Math.round(pipeline.eventsPerSecond)} (ratio ${
+      (pipeline.eventsPerSecond / floorRate).toFixed(2)
+    }), workers: 2 ${Math.round(workers2.eventsPerSecond)} (${
+      (workers2.eventsPerSecond / pipeline.eventsPerSecond).toFixed(2)
+    }× one thread)`,
   );
 }
+floorPair.close();
+const twoThreads = rounds.map((r) => r.floorTwo / r.floor).sort((a, b) => a - b);
 rounds.sort((a, b) => a.pipeline.eventsPerSecond / a.floor - b.pipeline.eventsPerSecond / b.floor);
-const { floor: floorRate, pipeline, workers2 } = rounds[(rounds.length - 1) >> 1];
+const { floor: floorRate, floorTwo, pipeline, workers2 } = rounds[(rounds.length - 1) >> 1];
 console.log(
   `floor (gunzip + JSON.parse, ${FILES * PER_FILE} records, median round): ${
     Math.round(floorRate)
   } events/s`,
+);
+console.log(
+  `floor on two workers (same round): ${Math.round(floorTwo)} events/s, ${
+    (floorTwo / floorRate).toFixed(2)
+  }× the floor (${twoThreads.map((x) => x.toFixed(2)).join(", ")} by round): what two threads ` +
+    `give this machine for work that needs no coordination`,
 );
 report("one thread", pipeline);
 report("workers: 2", workers2);

@@ -1,0 +1,105 @@
+/**
+ * The decode workers' packing: `deno bench -A bench/pack_bench.ts`.
+ *
+ * Dataset: 20,000 records from bench/dataset.ts, decoded and normalized once into batches of ~300
+ * events, as a worker prepares them. Each timed pass packs fresh copies of the events (re-parsed
+ * before the timer starts): a worker packs strings that `JSON.parse` just made, whose hash V8 has
+ * not computed yet, so packing the same objects twice would time a cheaper case. The reference
+ * packs the strings table with a `Map`, as the workers did before.
+ *
+ * @module
+ */
+
+import { decodeRecords, defaults, DEFERRED_PAYLOADS } from "../core/decode.ts";
+import {
+  packedTransfer,
+  packPrepared,
+  type Prepared,
+  Preparer,
+  unpackPrepared,
+} from "../core/prepare.ts";
+import type { NormalizedEvent } from "../core/types.ts";
+import { trailFile } from "./dataset.ts";
+
+const RECORDS = 20_000;
+
+const batches: string[] = [];
+const preparer = new Preparer([], {});
+const file = trailFile(RECORDS, 0);
+const stream = new ReadableStream<Uint8Array>({
+  start(controller) {
+    controller.enqueue(file);
+    controller.close();
+  },
+});
+for await (
+  const batch of decodeRecords(stream, "bench.json.gz", { ...defaults, defer: DEFERRED_PAYLOADS })
+) {
+  batches.push(JSON.stringify(preparer.decoded(batch)));
+}
+const fresh = (): Prepared[][] => batches.map((text) => JSON.parse(text));
+console.log(`dataset: ${preparer.count} events in ${batches.length} batches`);
+
+/** The strings table as a Map (the reference): one V8 string hash per field. */
+function packWithMap(items: readonly Prepared[]): number {
+  const seen = new Map<string, number>();
+  const codes: number[] = [];
+  for (const item of items) {
+    const event = item.event as unknown as Record<string, unknown> | undefined;
+    if (!event) continue;
+    for (const field of FIELDS) {
+      const value = event[field] as string | undefined;
+      if (value === undefined) continue;
+      let code = seen.get(value);
+      if (code === undefined) seen.set(value, code = seen.size + 1);
+      codes.push(code);
+    }
+  }
+  return codes.length;
+}
+const FIELDS: (keyof NormalizedEvent)[] = [
+  "timestamp",
+  "event_name",
+  "event_source",
+  "event_type",
+  "username",
+  "user_type",
+  "session_name",
+  "user_arn",
+  "access_key_id",
+  "ip",
+  "source_host",
+  "invoked_by",
+  "region",
+  "account_id",
+  "agent",
+  "outcome",
+  "error_code",
+  "mfa_used",
+  "country",
+  "city",
+];
+
+Deno.bench("strings table by Map (reference)", { group: "pack", baseline: true }, (b) => {
+  const input = fresh();
+  b.start();
+  for (const items of input) packWithMap(items);
+  b.end();
+});
+
+Deno.bench("packPrepared", { group: "pack" }, (b) => {
+  const input = fresh();
+  b.start();
+  for (const items of input) packPrepared(items);
+  b.end();
+});
+
+Deno.bench("packPrepared + structured clone + unpackPrepared", (b) => {
+  const input = fresh();
+  b.start();
+  for (const items of input) {
+    const packed = packPrepared(items);
+    unpackPrepared(structuredClone(packed, { transfer: packedTransfer(packed) }));
+  }
+  b.end();
+});
