@@ -146,7 +146,7 @@ export interface PackedBatch {
 }
 
 /** The string fields of a packed event, in order. */
-const STRING_FIELDS = [
+export const STRING_FIELDS = [
   "event_id",
   "timestamp",
   "event_name",
