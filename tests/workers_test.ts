@@ -172,6 +172,12 @@ Deno.test("decode workers give the same events, failures and alerts as the main 
       "c.json": JSON.stringify({ Records: [rootLogin(), noName, 42, rootLogin()] }),
       "d.json.gz": trailFile([rootLogin(), rootLogin()]).slice(0, 60),
       "e.jsonl": [rootLogin(), rootLogin()].map((r) => JSON.stringify(r)).join("\n"),
+      // Broken after 1,100 records: those are processed, with or without workers, and then the
+      // object fails (a worker sends what it decoded before the failure first).
+      "f.json": `{"Records":[${
+        Array.from({ length: 1100 }, (_, i) => JSON.stringify(ctRecord({ eventName: `Get${i}` })))
+          .join(",")
+      },{"eventName": ]}]}`,
     });
     const main = await runWith(0, dir);
     const two = await runWith(2, dir);
@@ -187,7 +193,9 @@ Deno.test("decode workers give the same events, failures and alerts as the main 
       assert.deepEqual(other.alerts, main.alerts);
     }
     assert.equal(main.summary.objects_read, 4);
-    assert.equal(main.summary.objects_failed, 1);
+    assert.equal(main.summary.objects_failed, 2);
+    // a and b, c's two logins, e's two and f's 1,100 before its break.
+    assert.equal(main.summary.events, 3000 + 2 + 2 + 1100);
     assert.equal(main.summary.events_failed, 2);
     assert.ok(main.alerts.some((a) => a.detector === "rules"));
     assert.ok(main.alerts.some((a) => a.detector === "console_login_no_mfa"));
