@@ -127,7 +127,7 @@ export class Preparer {
  * is left behind: stateful detectors never read it.
  */
 export interface PackedBatch {
-  /** The distinct strings of the batch; index 0 stands for "absent". */
+  /** The strings of the batch, each once unless two shared a slot; index 0 stands for "absent". */
   strings: (string | undefined)[];
   /** Per event, {@link STRING_FIELDS}.length indexes into `strings`. */
   codes: Int32Array;
@@ -179,7 +179,7 @@ const UNIQUE_FIELDS = 1;
 /**
  * The batch's strings table, by a cheap hash of each string. JSON.parse returns strings whose
  * hash V8 has not computed yet, and computing it for a `Map` was the largest part of the packing;
- * two strings in one slot only make the second one sent twice. Emptied after each batch.
+ * strings that share a slot only cost one of them sent again. Emptied after each batch.
  */
 const SLOTS = 16384;
 const slotStrings: (string | undefined)[] = new Array(SLOTS).fill(undefined);
