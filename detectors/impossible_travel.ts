@@ -213,8 +213,9 @@ function loginEnd(span: LoginSpan, i: number): End {
   return { t: span.t[i], id: span.id[i], ip: p[0], c: p[1], la: p[2], lo: p[3], y: p[4] };
 }
 
-/** A stored day of logins; a list of the earlier format is converted. */
-function loginDay(value: LoginDay | Login[] | undefined): LoginDay | undefined {
+/** A stored day of logins (empty when there is none); a list of the earlier format is converted. */
+function loginDay(value: LoginDay | Login[] | undefined): LoginDay {
+  if (value === undefined) return { p: [], l: [], i: [] };
   if (!Array.isArray(value)) return value;
   const day: LoginDay = { p: [], l: [], i: [] };
   for (const [t, id, ip, c, la, lo, y] of value) {
@@ -605,7 +606,6 @@ export function createImpossibleTravel(
     for (const [day] of days) {
       if (day < from || day > to) continue;
       const logins = loginDay(await state.get<LoginDay | Login[]>([...key, day]));
-      if (!logins) continue;
       const start = day * DAY_MS;
       for (let k = 0; k < logins.i.length; k++) {
         span.t.push(start + logins.l[2 * k]);
@@ -624,8 +624,7 @@ export function createImpossibleTravel(
       structural = track.first !== first;
       const day = Math.floor(x.t / DAY_MS);
       const dayKey = [...key, day];
-      const logins = loginDay(await state.get<LoginDay | Login[]>(dayKey)) ??
-        { p: [], l: [], i: [] };
+      const logins = loginDay(await state.get<LoginDay | Login[]>(dayKey));
       insertLogin(logins, day * DAY_MS, x);
       let i = days.length;
       while (i > 0 && days[i - 1][0] > day) i--;
@@ -646,7 +645,7 @@ export function createImpossibleTravel(
         const oldestKey = [...key, days[0][0]];
         const oldest = days[0][0] === day
           ? logins
-          : loginDay(await state.get<LoginDay | Login[]>(oldestKey)) ?? { p: [], l: [], i: [] };
+          : loginDay(await state.get<LoginDay | Login[]>(oldestKey));
         dropEarliest(oldest, excess);
         days[0][1] = oldest.i.length;
         if (oldest !== logins) state.set(oldestKey, oldest, { expireIn: policy.expireIn });
