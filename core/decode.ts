@@ -592,7 +592,10 @@ export class RecordSplitter {
     let inStr = this.#inStr;
     let tooDeep = this.#tooDeep;
     let result = R_MORE;
-    if (inStr && this.#esc) {
+    // Read on every call: a load first reached late (a chunk that ends inside a string) had no
+    // type feedback, and cost the optimized loop a deoptimization.
+    const esc = this.#esc;
+    if (inStr && esc) {
       this.#esc = false;
       i++;
     }
@@ -701,10 +704,7 @@ export class RecordSplitter {
     const start = this.#strStart;
     if (close - start !== 8) return false;
     for (let k = 0; k < 7; k++) {
-      const abs = start + 1 + k;
-      const rel = abs - this.#base;
-      const c = rel >= 0 ? b[rel] : this.#tail[this.#tailLen + rel];
-      if (c !== RECORDS_KEY[k]) return false;
+      if (this.#byteAt(b, start + 1 + k) !== RECORDS_KEY[k]) return false;
     }
     return true;
   }
@@ -720,13 +720,23 @@ export class RecordSplitter {
     next: for (const d of found) {
       const key = this.#deferBytes[d];
       for (let k = 0; k < key.length; k++) {
-        const rel = start + 1 + k - this.#base;
-        const c = rel >= 0 ? b[rel] : this.#tail[this.#tailLen + rel];
-        if (c !== key[k]) continue next;
+        if (this.#byteAt(b, start + 1 + k) !== key[k]) continue next;
       }
       return d;
     }
     return -1;
+  }
+
+  /**
+   * The byte at absolute offset `abs`, in `b` or, before it, in the last chunk's tail. One load
+   * for both (the same kind of array): a second load site, first reached when a key spans two
+   * chunks, would have no type feedback and deoptimize the scan that inlines this.
+   */
+  #byteAt(b: Uint8Array, abs: number): number {
+    const rel = abs - this.#base;
+    const tail = this.#tail;
+    const tailLen = this.#tailLen;
+    return (rel >= 0 ? b : tail)[rel + (rel >= 0 ? 0 : tailLen)];
   }
 
   /** Queues a complete record (`#carry` + `b[s:e]`) for the next batched JSON.parse. */
