@@ -11,6 +11,9 @@
  *    the built-in rule pack, a jsonl sink, a fresh KV file), in one thread (`pipeline.workers: 0`).
  * 4. workers2: the same with `pipeline.workers: 2` (and, for the record, `workers: 1`, and one
  *    thread with no detectors: what decoding, normalizing, dedupe and the commits cost alone).
+ *    Each ingest's CPU time (all its threads) is read from /proc as it runs: one thread already
+ *    keeps part of the second CPU busy, which with step 2's ceiling bounds what `workers: 2` can
+ *    gain here.
  * 5. Peak RSS (VmHWM) of `ingest --once` on the big object and on the 100 MB object.
  *
  * An ingest's rate is its events over the pass (the summary's `duration_s`): start-up (modules, the
@@ -32,7 +35,7 @@ import { parseArgs } from "node:util";
 import { trailFile, writeBigObject } from "./dataset.ts";
 import { FloorPair, floorPass } from "./floor.ts";
 import { ingestArgs, ROOT } from "./ingest.ts";
-import { watchPeakRss } from "./rss.ts";
+import { watchProcess } from "./rss.ts";
 
 const CACHE = `${ROOT}/.trailwatch/bench`;
 const FILES = 10;
@@ -106,6 +109,8 @@ interface IngestResult {
   seconds: number;
   /** The whole child process, start-up included. */
   processSeconds: number;
+  /** CPU time of all the child's threads (V8's compiler and GC threads, SQLite's writer). */
+  cpuSeconds: number;
 }
 
 /** Runs `ingest --once` over `path`; `detectors: {}` runs none (default: every default one). */
@@ -123,10 +128,10 @@ async function ingest(
       stdout: "null",
       stderr: "piped",
     }).spawn();
-    const stopWatching = watchPeakRss(child.pid);
+    const stopWatching = watchProcess(child.pid);
     const output = await child.output();
     const processSeconds = (performance.now() - started) / 1000;
-    const peak = stopWatching();
+    const use = stopWatching();
     if (output.code !== 0) {
       throw new Error(
         `ingest exited ${output.code}: ${new TextDecoder().decode(output.stderr).slice(-2000)}`,
@@ -135,10 +140,11 @@ async function ingest(
     const summary = JSON.parse(await Deno.readTextFile(`${work}/summary.json`));
     return {
       eventsPerSecond: summary.events / summary.duration_s,
-      peakRssMb: peak,
+      peakRssMb: use.peakRssMb,
       events: summary.events,
       seconds: summary.duration_s,
       processSeconds,
+      cpuSeconds: use.cpuSeconds,
     };
   } finally {
     await Deno.remove(work, { recursive: true });
@@ -154,7 +160,7 @@ function report(label: string, result: IngestResult): void {
       Math.round(result.eventsPerSecond)
     } events/s (${result.events} events in ${result.seconds.toFixed(2)} s; process ${
       result.processSeconds.toFixed(2)
-    } s; peak RSS ${result.peakRssMb.toFixed(0)} MB)`,
+    } s, ${result.cpuSeconds.toFixed(2)} s of CPU; peak RSS ${result.peakRssMb.toFixed(0)} MB)`,
   );
 }
 const rounds: {
@@ -196,6 +202,16 @@ console.log(
 );
 report("one thread", pipeline);
 report("workers: 2", workers2);
+// The most `workers: 2` could give here even if it did no work of its own: it has at least one
+// thread's CPU time to spend, and two threads give this machine the floor's two-worker multiple.
+const busy = pipeline.cpuSeconds / pipeline.processSeconds;
+if (busy > 0) {
+  console.log(
+    `one thread keeps ${busy.toFixed(2)} CPUs busy (V8's compiler and GC threads, SQLite's ` +
+      `writer): at ${(floorTwo / floorRate).toFixed(2)}× for two threads, workers: 2 can be at ` +
+      `most ${(floorTwo / floorRate / busy).toFixed(2)}× one thread here, with no cost of its own`,
+  );
+}
 // For the record: one decode worker beside the main thread, and one thread without any detector.
 report("workers: 1", await ingest(`${CACHE}/files`, 1));
 report("one thread, no detectors", await ingest(`${CACHE}/files`, 0, {}));
