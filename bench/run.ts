@@ -13,7 +13,7 @@
  *    thread with no detectors: what decoding, normalizing, dedupe and the commits cost alone).
  *    Each ingest's CPU time (all its threads) is read from /proc as it runs: one thread already
  *    keeps part of the second CPU busy, which with step 2's ceiling bounds what `workers: 2` can
- *    gain here.
+ *    gain here (README, Performance).
  * 5. Peak RSS (VmHWM) of `ingest --once` on the big object and on the 100 MB object.
  *
  * An ingest's rate is its events over the pass (the summary's `duration_s`): start-up (modules, the
@@ -202,14 +202,12 @@ console.log(
 );
 report("one thread", pipeline);
 report("workers: 2", workers2);
-// The most `workers: 2` could give here even if it did no work of its own: it has at least one
-// thread's CPU time to spend, and two threads give this machine the floor's two-worker multiple.
+// What one thread already takes of the second CPU: `workers: 2` has at least its CPU time to spend.
 const busy = pipeline.cpuSeconds / pipeline.processSeconds;
 if (busy > 0) {
   console.log(
-    `one thread keeps ${busy.toFixed(2)} CPUs busy (V8's compiler and GC threads, SQLite's ` +
-      `writer): at ${(floorTwo / floorRate).toFixed(2)}× for two threads, workers: 2 can be at ` +
-      `most ${(floorTwo / floorRate / busy).toFixed(2)}× one thread here, with no cost of its own`,
+    `one thread keeps ${busy.toFixed(2)} CPUs busy (its CPU time over its wall time: V8's ` +
+      `compiler and GC threads and SQLite's writer run beside it)`,
   );
 }
 // For the record: one decode worker beside the main thread, and one thread without any detector.
