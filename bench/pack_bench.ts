@@ -2,10 +2,11 @@
  * The decode workers' packing: `deno bench -A bench/pack_bench.ts`.
  *
  * Dataset: 20,000 records from bench/dataset.ts, decoded and normalized once into batches as a
- * worker prepares them (one per 256 KiB of compressed input: ~1,200 events). Each timed pass packs fresh copies of the events (re-parsed
- * before the timer starts): a worker packs strings that `JSON.parse` just made, whose hash V8 has
- * not computed yet, so packing the same objects twice would time a cheaper case. The reference
- * packs the strings table with a `Map`, as the workers did before.
+ * worker prepares them (one per 256 KiB of compressed input: ~1,200 events). Each timed pass
+ * packs fresh copies of the events (re-parsed before the timer starts): a worker packs strings
+ * that `JSON.parse` just made, whose hash V8 has not computed yet, so packing the same objects
+ * twice would time a cheaper case. The reference packs the strings table with a `Map`, as the
+ * workers did before.
  *
  * @module
  */
